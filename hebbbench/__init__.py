@@ -1,0 +1,12 @@
+"""hebbbench: Hebbian learning rules under one interface, and an honest harness that times them.
+
+    from hebbbench import rules
+    dw = rules.get("hpca", impl="fh").update(x, y, w)
+"""
+
+__version__ = "0.1.0"
+
+from hebbbench import rules  # noqa: E402
+from hebbbench.layers import HebbianConv2d, HebbianLinear  # noqa: E402
+
+__all__ = ["HebbianConv2d", "HebbianLinear", "__version__", "rules"]

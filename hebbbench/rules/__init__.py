@@ -1,0 +1,33 @@
+"""Public API of Hebbian rules: ``available()``, ``get(rule, impl, **options)``, ``register``.
+
+    from hebbbench import rules
+    rules.available()                                   # [("hpca", "fh"), ...]
+    r = rules.get("swta", impl="fh", temperature=0.02)
+    dw = r.update(x, y, w)    # x (N,D), y (N,M), w (M,D) -> dw (M,D), dtype/device of w
+
+Importing this module registers the FastHebb forms (``fh``, here) and the per-sample
+baselines (``naive``, ``loop``, in the top-level ``baselines/`` folder, installed as
+``hebbbench.baselines``).
+"""
+
+from hebbbench.rules.registry import (
+    Update,
+    available,
+    define_rule,
+    get,
+    impls,
+    lookup,
+    register,
+    rule_class,
+    rules,
+    unregister,
+)
+from hebbbench.rules.swta import SWTA
+from hebbbench.rules.hpca import HPCA
+
+import hebbbench.baselines  # noqa: E402,F401  (registers naive and loop)
+
+__all__ = [
+    "HPCA", "SWTA", "Update", "available", "define_rule", "get", "impls", "lookup",
+    "register", "rule_class", "rules", "unregister",
+]

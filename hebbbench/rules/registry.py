@@ -1,0 +1,237 @@
+"""One registry of Hebbian updates, keyed by (rule, impl).
+
+A *rule* is a learning rule defined by its maths (DESIGN.md §2): a subclass of
+:class:`Update` that knows its options (e.g. SWTA's temperature) and its float64
+per-sample reference. An *implementation* is a subclass of that rule class that
+computes the same ΔW another way (FastHebb matrix form, grouped per-sample
+baseline, literal loop, ...). The harness, the CLI, the tests and users' own code
+all discover implementations here (the registry pattern of timm's `_registry.py`).
+
+    @rules.register("swta", "mine")
+    class MySWTA(rules.SWTA):
+        def delta(self, x, y, w): ...
+
+Every update is ``dw = r.update(x, y, w)`` with x (N,D), y (N,M), w (M,D) -> dw (M,D).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata
+import warnings
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from hebbbench.conv import ConvGeometry, responses_to_rows
+
+ENTRY_POINT_GROUP = "hebbbench.rules"
+
+
+class Update:
+    """Base of every rule and implementation: validated options, shape checks, cost model.
+
+    Subclasses set ``options`` (name -> default; merged along the class hierarchy) and
+    implement :meth:`delta`. Rule classes also implement :meth:`reference`.
+    """
+
+    rule: ClassVar[str] = ""
+    impl: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    options: ClassVar[dict[str, Any]] = {}
+    #: device types the implementation runs on; others are recorded as skipped.
+    device_types: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    #: relative error allowed against the float64 reference in float32 (None: by dtype).
+    rtol: ClassVar[float | None] = None
+
+    def __init__(self, **options: Any) -> None:
+        allowed = self.default_options()
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            names = ", ".join(sorted(allowed)) or "none"
+            raise ValueError(
+                f"unknown option(s) {', '.join(unknown)} for {self.rule}/{self.impl}; allowed: {names}"
+            )
+        for name, default in allowed.items():
+            setattr(self, name, options.get(name, default))
+        self.check_options()
+
+    @classmethod
+    def default_options(cls) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(getattr(klass, "options", {}) or {})
+        return merged
+
+    def option_values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.default_options()}
+
+    def check_options(self) -> None:
+        """Raise ValueError for an option value outside its domain."""
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.option_values().items())
+        return f"{self.rule}/{self.impl}({opts})"
+
+    # -- the update -------------------------------------------------------------------
+    def update(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+        """ΔW (M,D) from rows x (N,D), responses y (N,M) and weights w (M,D); dtype/device of w."""
+        check_shapes(x, y, w)
+        x = x.to(device=w.device, dtype=w.dtype)
+        y = y.to(device=w.device, dtype=w.dtype)
+        return self.delta(x, y, w)
+
+    def delta(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reference(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """The per-sample formula of DESIGN.md §2 in float64 (the ground truth)."""
+        raise NotImplementedError
+
+    def conv_update(self, inputs: Tensor, responses: Tensor, w: Tensor, geometry: ConvGeometry) -> Tensor:
+        """ΔW for a conv layer from its input images and output maps.
+
+        inputs (B,C,H,W), responses (B,M,Ho,Wo), w (M,D) -> (M,D). The default unfolds
+        the patch rows and calls :meth:`update`; implementations that avoid the
+        N×D patch matrix override it.
+        """
+        x = geometry.rows(inputs)  # (B*Ho*Wo, C*k*k)
+        y = responses_to_rows(responses)  # (B*Ho*Wo, M)
+        return self.update(x, y, w)
+
+    # -- analytic cost model (per update; n rows, m neurons, d inputs) ------------------
+    def flops(self, n: int, m: int, d: int) -> float:
+        """Floating-point operations of one update."""
+        return 2.0 * n * m * d
+
+    def bytes_moved(self, n: int, m: int, d: int, itemsize: int) -> float:
+        """Bytes read and written by one update with ideal reuse of intermediates."""
+        return float(itemsize) * (n * d + n * m + 2 * m * d)
+
+    def memory(self, n: int, m: int, d: int, itemsize: int) -> float:
+        """Predicted peak bytes allocated by one update beyond its inputs."""
+        return float(itemsize) * (n * m + 2 * m * d)
+
+    def overhead_seconds(self, n: int, m: int, d: int) -> float:
+        """Time not explained by FLOPs or bytes (interpreter loops, launches)."""
+        return 0.0
+
+    @classmethod
+    def supports(cls, device: torch.device | str) -> bool:
+        return torch.device(device).type in cls.device_types
+
+
+def check_shapes(x: Tensor, y: Tensor, w: Tensor) -> None:
+    """Raise ValueError unless x (N,D), y (N,M), w (M,D) agree."""
+    expected = "expected x (N, D), y (N, M), w (M, D)"
+    for name, t in (("x", x), ("y", y), ("w", w)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}; {expected}")
+    got = f"got x {tuple(x.shape)}, y {tuple(y.shape)}, w {tuple(w.shape)}"
+    if x.dim() != 2 or y.dim() != 2 or w.dim() != 2:
+        raise ValueError(f"{expected}, all 2-D; {got}")
+    (n, d), (ny, m), (mw, dw) = x.shape, y.shape, w.shape
+    if n != ny or m != mw or d != dw:
+        raise ValueError(f"{expected}; {got}")
+    if n == 0 or m == 0 or d == 0:
+        raise ValueError(f"{expected} with N, M, D >= 1; {got}")
+    if not w.is_floating_point():
+        raise ValueError(f"w must be a floating-point tensor, got {w.dtype}")
+
+
+# -- the registry ------------------------------------------------------------------------
+_RULES: dict[str, type[Update]] = {}
+_IMPLS: dict[tuple[str, str], type[Update]] = {}
+_plugins_loaded = False
+
+
+def define_rule(name: str):
+    """Class decorator: make ``cls`` the rule called ``name`` (its implementations subclass it)."""
+
+    def wrap(cls: type[Update]) -> type[Update]:
+        if not (isinstance(cls, type) and issubclass(cls, Update)):
+            raise TypeError(f"rule {name!r} must be a subclass of hebbbench.rules.Update")
+        if name in _RULES and _RULES[name] is not cls:
+            warnings.warn(f"redefining rule {name!r}", stacklevel=2)
+        cls.rule = name
+        _RULES[name] = cls
+        return cls
+
+    return wrap
+
+
+def register(rule: str, impl: str, *, overwrite: bool = False):
+    """Class decorator: register ``cls`` (a subclass of the rule's class) as (rule, impl)."""
+
+    def wrap(cls: type[Update]) -> type[Update]:
+        if rule not in _RULES:
+            raise ValueError(f"unknown rule {rule!r}; allowed: {', '.join(rules())}")
+        if not (isinstance(cls, type) and issubclass(cls, _RULES[rule])):
+            raise TypeError(f"{cls!r} must subclass the {rule} rule class {_RULES[rule].__name__}")
+        if not impl or not isinstance(impl, str):
+            raise ValueError("impl must be a non-empty string")
+        key = (rule, impl)
+        if key in _IMPLS and _IMPLS[key] is not cls:
+            if not overwrite:
+                raise ValueError(f"{rule}/{impl} is already registered (pass overwrite=True to replace it)")
+            warnings.warn(f"overwriting {rule}/{impl}", stacklevel=2)
+        cls.impl = impl
+        _IMPLS[key] = cls
+        return cls
+
+    return wrap
+
+
+def unregister(rule: str, impl: str) -> None:
+    """Remove (rule, impl) from the registry (for tests and notebooks)."""
+    _IMPLS.pop((rule, impl), None)
+
+
+def _load_plugins() -> None:
+    """Import packages that declare implementations under the `hebbbench.rules` entry point."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+
+
+def rules() -> list[str]:
+    """Names of the defined rules, sorted."""
+    _load_plugins()
+    return sorted(_RULES)
+
+
+def impls(rule: str | None = None) -> list[str]:
+    """Names of the implementations (of one rule, or of any), sorted."""
+    return sorted({i for r, i in available() if rule is None or r == rule})
+
+
+def available(rule: str = "*", impl: str = "*") -> list[tuple[str, str]]:
+    """Registered (rule, impl) pairs, optionally filtered by fnmatch patterns, sorted."""
+    _load_plugins()
+    return sorted(k for k in _IMPLS if fnmatch.fnmatchcase(k[0], rule) and fnmatch.fnmatchcase(k[1], impl))
+
+
+def lookup(rule: str, impl: str) -> type[Update]:
+    """The class registered as (rule, impl); ValueError naming the allowed values otherwise."""
+    _load_plugins()
+    if rule not in _RULES:
+        raise ValueError(f"unknown rule {rule!r}; allowed: {', '.join(rules())}")
+    if (rule, impl) not in _IMPLS:
+        raise ValueError(f"unknown impl {impl!r} for rule {rule!r}; allowed: {', '.join(impls(rule))}")
+    return _IMPLS[(rule, impl)]
+
+
+def get(rule: str, impl: str = "fh", **options: Any) -> Update:
+    """An instance of (rule, impl) with the given keyword options."""
+    return lookup(rule, impl)(**options)
+
+
+def rule_class(rule: str) -> type[Update]:
+    _load_plugins()
+    if rule not in _RULES:
+        raise ValueError(f"unknown rule {rule!r}; allowed: {', '.join(rules())}")
+    return _RULES[rule]

@@ -1,0 +1,68 @@
+"""Soft winner-takes-all (SWTA): competitive Hebbian learning with a softmax over neurons.
+
+With responses Y (N,M), temperature T and rows X (N,D) (DESIGN.md §2):
+
+    R = softmax(Y / T) along the M neurons of each row
+    per sample:  ΔW_i = (1/N) Σ_n r_ni (x_n − w_i)
+    FastHebb:    ΔW   = (Rᵀ X − diag(1ᵀ R) W) / N
+
+Sources: Lagani, Falchi, Gennaro, Amato, "FastHebb: Scaling Hebbian training of deep
+neural networks to ImageNet level", Neurocomputing 2024 (SWTA-FH); the default
+T = 0.02 is the inverse temperature 50 of the authors' code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from hebbbench.rules.chunks import row_chunks
+from hebbbench.rules.registry import Update, define_rule, register
+
+
+@define_rule("swta")
+class SWTA(Update):
+    """The SWTA rule: options and float64 per-sample reference."""
+
+    summary = "soft winner-takes-all: dW_i = mean_n softmax(y_n/T)_i (x_n - w_i)"
+    options: ClassVar[dict[str, Any]] = {"temperature": 0.02}
+
+    def check_options(self) -> None:
+        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
+            raise ValueError(f"temperature must be a number > 0, got {self.temperature!r}")
+
+    def soft_winners(self, y: Tensor) -> Tensor:
+        return torch.softmax(y / self.temperature, dim=1)  # (N,M)
+
+    def reference(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+        x, y, w = x.double(), y.double(), w.double()
+        r = self.soft_winners(y)  # (N,M)
+        dw = torch.zeros_like(w)
+        for rows in row_chunks(x.shape[0], w.numel()):
+            delta = r[rows, :, None] * (x[rows, None, :] - w[None, :, :])  # (n,M,D)
+            dw += delta.sum(0)
+        return dw / x.shape[0]
+
+
+@register("swta", "fh")
+class SWTAFastHebb(SWTA):
+    """SWTA-FH: the update as one matrix product Rᵀ X."""
+
+    summary = "FastHebb matrix form (R^T X - diag(1^T R) W) / N"
+
+    def delta(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+        r = self.soft_winners(y)  # (N,M)
+        dw = r.T @ x  # (M,N)@(N,D) -> (M,D)
+        dw -= r.sum(0).unsqueeze(1) * w  # diag(1ᵀR) W, (M,1)*(M,D)
+        return dw.div_(x.shape[0])
+
+    def flops(self, n: int, m: int, d: int) -> float:
+        return 2.0 * n * m * d + 5.0 * n * m + 3.0 * m * d
+
+    def bytes_moved(self, n: int, m: int, d: int, itemsize: int) -> float:
+        return float(itemsize) * (n * d + 3 * n * m + 3 * m * d)
+
+    def memory(self, n: int, m: int, d: int, itemsize: int) -> float:
+        return float(itemsize) * (2 * n * m + 2 * m * d)
