@@ -1,0 +1,213 @@
+"""Honest timing of several implementations of one case (DESIGN.md §4).
+
+- a clock that reads the *device*: CUDA events recorded on the current stream around
+  the call (synchronised before reading), or ``time.perf_counter`` on the CPU;
+- warm-up by time (at least ``warmup_s``, covering clock ramp-up and lazy initialisation);
+- implementations interleaved round by round, the order rotated every round so that
+  none always runs first or right after another;
+- before every sample, outside the timed region: the last-level cache is flushed and
+  the implementation's state is reset (e.g. the layer's weights);
+- rounds are added until every implementation's IQR/median is below ``target_rel_iqr``
+  or the case's time cap is reached; all raw samples are kept;
+- a speedup is a ratio of medians with a bootstrap 95 % interval (scipy.stats.bootstrap).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import stats
+
+#: a case whose IQR/median exceeds this is flagged noisy.
+NOISY_REL_IQR = 0.10
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How long and how often to measure."""
+
+    warmup_s: float = 0.2  # warm-up time per case, all implementations together
+    min_rounds: int = 5  # samples per implementation before the stopping rule applies
+    max_rounds: int = 200
+    min_rounds_capped: int = 3  # samples kept even when the time cap is hit earlier
+    target_rel_iqr: float = 0.05
+    case_seconds: float = 10.0  # cap on warm-up + timing of one case
+    flush_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.min_rounds_capped >= 1 and self.min_rounds >= self.min_rounds_capped
+                and self.max_rounds >= self.min_rounds):
+            raise ValueError("need 1 <= min_rounds_capped <= min_rounds <= max_rounds")
+        if self.warmup_s < 0 or self.case_seconds <= 0 or self.target_rel_iqr <= 0:
+            raise ValueError("warmup_s >= 0, case_seconds > 0 and target_rel_iqr > 0 are required")
+
+
+class Clock:
+    """Times one call on a device: CUDA events on the current stream, or perf_counter on the CPU."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def measure(self, fn: Callable[[], object]) -> float:
+        """Seconds taken by ``fn()`` on the device (all work queued before it is finished first)."""
+        if self.cuda:
+            with torch.cuda.device(self.device):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize()
+                start.record()
+                out = fn()  # kept until the clock is read: freeing it is not the call's time
+                end.record()
+                end.synchronize()
+                del out
+                return start.elapsed_time(end) / 1e3
+        t0 = time.perf_counter()
+        out = fn()
+        elapsed = time.perf_counter() - t0
+        del out
+        return elapsed
+
+
+#: CPU flush buffers are capped: virtual machines report the host's whole L3 (480 MiB seen),
+#: of which one process's share is far smaller, and the flush runs before every sample.
+CPU_FLUSH_CAP = 64 * 2**20
+
+
+class CacheFlusher:
+    """Evicts the last-level cache by writing a buffer twice its size (as triton's do_bench does)."""
+
+    def __init__(self, device: torch.device | str, enabled: bool = True) -> None:
+        self.device = torch.device(device)
+        self.enabled = enabled
+        self.nbytes = flush_bytes(self.device) if enabled else 0
+        self._buffer = torch.empty(self.nbytes // 4, dtype=torch.int32, device=self.device) if enabled else None
+
+    def __call__(self) -> None:
+        if self._buffer is not None:
+            self._buffer.zero_()
+
+
+def flush_bytes(device: torch.device) -> int:
+    """Size of the buffer written before each sample: twice the last-level cache (CPU: capped)."""
+    size = 2 * last_level_cache_bytes(device)
+    return size if device.type == "cuda" else min(size, CPU_FLUSH_CAP)
+
+
+def last_level_cache_bytes(device: torch.device) -> int:
+    """L2 size of a GPU, L3 (or the largest) cache of the CPU; 32 MiB when unknown."""
+    if device.type == "cuda":
+        return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 32 * 2**20)
+    sizes = []
+    try:
+        import glob
+
+        for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+            text = open(path).read().strip()
+            scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1], 1)
+            sizes.append(int(text.rstrip("KMG")) * scale)
+    except (OSError, ValueError):
+        pass
+    return max(sizes) if sizes else 32 * 2**20
+
+
+@dataclass
+class Timing:
+    """Raw samples of one implementation in one case, and their summary."""
+
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.samples)) if self.samples else math.nan
+
+    @property
+    def q1(self) -> float:
+        return float(np.percentile(self.samples, 25)) if self.samples else math.nan
+
+    @property
+    def q3(self) -> float:
+        return float(np.percentile(self.samples, 75)) if self.samples else math.nan
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    @property
+    def rel_iqr(self) -> float:
+        return self.iqr / self.median if self.samples and self.median > 0 else math.nan
+
+    @property
+    def noisy(self) -> bool:
+        return bool(self.rel_iqr > NOISY_REL_IQR)
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], object]],
+    device: torch.device | str,
+    policy: TimingPolicy = TimingPolicy(),
+    reset: dict[str, Callable[[], object]] | None = None,
+) -> dict[str, Timing]:
+    """Time every call of one case, interleaved round by round; returns their raw samples.
+
+    ``reset[name]`` (optional) runs before each call of ``name``, outside the timed region,
+    after the cache flush: e.g. restoring weights that a training step changed.
+    """
+    clock = Clock(device)
+    flush = CacheFlusher(device, policy.flush_cache)
+    names = list(calls)
+    reset = reset or {}
+    results = {name: Timing() for name in names}
+    noop = lambda: None  # noqa: E731
+
+    def one(name: str) -> float:
+        reset.get(name, noop)()
+        flush()
+        clock.sync()
+        return clock.measure(calls[name])
+
+    started = time.perf_counter()
+    # warm-up by time: every call at least once, round robin until warmup_s has passed
+    while True:
+        for name in names:
+            one(name)
+        if time.perf_counter() - started >= policy.warmup_s:
+            break
+    for round_index in range(policy.max_rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].samples.append(one(name))
+        done = round_index + 1
+        elapsed = time.perf_counter() - started
+        if done >= policy.min_rounds and all(r.rel_iqr < policy.target_rel_iqr for r in results.values()):
+            break
+        if elapsed >= policy.case_seconds and done >= policy.min_rounds_capped:
+            break
+    return results
+
+
+def _median_ratio(baseline: np.ndarray, impl: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.median(baseline, axis=axis) / np.median(impl, axis=axis)
+
+
+def speedup(baseline: list[float], impl: list[float], confidence: float = 0.95,
+            resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """median(baseline) / median(impl) and its bootstrap (percentile) interval."""
+    if not baseline or not impl:
+        return math.nan, math.nan, math.nan
+    b, i = np.asarray(baseline, dtype=float), np.asarray(impl, dtype=float)
+    point = float(_median_ratio(b, i))
+    if len(b) < 2 or len(i) < 2:
+        return point, math.nan, math.nan
+    res = stats.bootstrap((b, i), _median_ratio, n_resamples=resamples, confidence_level=confidence,
+                          method="percentile", vectorized=True, paired=False,
+                          random_state=np.random.default_rng(seed))
+    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
