@@ -9,4 +9,11 @@ __version__ = "0.1.0"
 from hebbbench import rules  # noqa: E402
 from hebbbench.layers import HebbianConv2d, HebbianLinear  # noqa: E402
 
-__all__ = ["HebbianConv2d", "HebbianLinear", "__version__", "rules"]
+__all__ = ["HebbianConv2d", "HebbianLinear", "__version__", "rules", "run"]
+
+
+def run(*args, **kwargs):
+    """Run a benchmark grid; see :func:`hebbbench.api.run` (returns a pandas DataFrame)."""
+    from hebbbench.api import run as _run
+
+    return _run(*args, **kwargs)

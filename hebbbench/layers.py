@@ -23,7 +23,10 @@ from hebbbench.conv import ConvGeometry
 
 
 class HebbianLayer(nn.Module):
-    """Common part of the Hebbian layers: the rule, the learning rate, the weight update."""
+    """Common part of the Hebbian layers: the rule, the learning rate, the weight update.
+
+    The weights are a buffer, not a parameter: no gradient optimiser should touch them.
+    """
 
     def __init__(self, rule: str, impl: str, lr: float, options: dict[str, Any]) -> None:
         super().__init__()
@@ -66,8 +69,7 @@ class HebbianLinear(HebbianLayer):
         self.in_features, self.out_features = in_features, out_features
         w = torch.randn(out_features, in_features, generator=generator, dtype=torch.float64)
         w /= math.sqrt(in_features)
-        self.weight = nn.Parameter(w.to(device=device, dtype=dtype or torch.get_default_dtype()),
-                                   requires_grad=False)
+        self.register_buffer("weight", w.to(device=device, dtype=dtype or torch.get_default_dtype()))
 
     def forward(self, inputs: Tensor) -> Tensor:
         return inputs.flatten(1) @ self.weight.T  # (B,D)@(D,M) -> (B,M)
@@ -96,8 +98,7 @@ class HebbianConv2d(HebbianLayer):
         d = in_channels * kernel_size * kernel_size
         w = torch.randn(out_channels, in_channels, kernel_size, kernel_size, generator=generator,
                         dtype=torch.float64) / math.sqrt(d)
-        self.weight = nn.Parameter(w.to(device=device, dtype=dtype or torch.get_default_dtype()),
-                                   requires_grad=False)
+        self.register_buffer("weight", w.to(device=device, dtype=dtype or torch.get_default_dtype()))
 
     def forward(self, inputs: Tensor) -> Tensor:
         return nn.functional.conv2d(inputs, self.weight, **self.geometry.as_kwargs())  # (B,M,Ho,Wo)

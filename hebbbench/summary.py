@@ -1,0 +1,61 @@
+"""End-of-run summary: per rule and layer, the median time of each implementation and its speedup."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.table import Table
+
+
+def format_seconds(seconds: float) -> str:
+    if pd.isna(seconds):
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def cell(row: pd.Series) -> str:
+    """A variant's time, or its status when it has none."""
+    if row["status"] != "ok":
+        return row["status"]
+    mark = " ~" if str(row.get("noisy")).lower() == "true" else ""
+    return format_seconds(row["median_s"]) + mark
+
+
+def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """One line per (device, dtype, rule, layer, batch, what): each label's time, then its speedup."""
+    if frame.empty:
+        return pd.DataFrame()
+    keys = ["device", "dtype", "rule", "layer", "batch", "what"]
+    labels = list(dict.fromkeys(frame["label"]))
+    lines = []
+    for key, group in frame.groupby(keys, sort=False):
+        line = dict(zip(keys, key))
+        by_label = {r["label"]: r for _, r in group.iterrows()}
+        for label in labels:
+            line[label] = cell(by_label[label]) if label in by_label else ""
+        for label in labels:
+            r = by_label.get(label)
+            if r is not None and r["label"] != r["baseline"] and pd.notna(r.get("speedup")):
+                line[f"{label} x"] = f"{r['speedup']:.1f}x"
+        lines.append(line)
+    return pd.DataFrame(lines).fillna("")
+
+
+def summary_tables(frame: pd.DataFrame, title: str = "hebbbench results") -> list[Table]:
+    """One rich table per (device, dtype): median times per implementation and speedups over the baseline."""
+    summary = summary_frame(frame)
+    tables = []
+    if summary.empty:
+        return tables
+    for (device, dtype), part in summary.groupby(["device", "dtype"], sort=False):
+        part = part.drop(columns=["device", "dtype"]).loc[:, lambda f: (f != "").any()]
+        table = Table(title=f"{title} — {device}, {dtype}",
+                      caption="x: speedup = median(baseline) / median(impl); ~ noisy (IQR/median > 10 %)")
+        for column in part.columns:
+            table.add_column(str(column), justify="left" if column in ("rule", "layer", "what") else "right")
+        for _, line in part.iterrows():
+            table.add_row(*(str(v) for v in line))
+        tables.append(table)
+    return tables

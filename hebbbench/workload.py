@@ -1,0 +1,157 @@
+"""What is timed for a case, set up outside the timed region (TorchBench's closure pattern).
+
+- ``update``: ΔW from precomputed x (N,D), y (N,M), w (M,D): ``rule.update(x, y, w)``;
+  for conv layers an implementation that overrides ``conv_update`` (it avoids the N×D
+  patch matrix) is given the images and output maps instead of the rows.
+- ``step``: one Hebbian training step of the layer on a mini-batch: forward, rows,
+  update and W ← W + ηΔW (``layer.hebbian_step``); the weights are restored before
+  every sample, outside the timed region.
+
+Every variant's ΔW is first checked against the FastHebb form computed in float64 on the
+same inputs. The analytic cost (FLOPs, bytes, memory) of every variant comes from its
+implementation's cost model plus the layer's own work.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from hebbbench import rules
+from hebbbench.conv import responses_to_rows
+from hebbbench.grid import Case, Variant
+from hebbbench.layers import HebbianConv2d, HebbianLayer, HebbianLinear
+from hebbbench.rules.registry import Update
+
+STEP_LR = 1e-3
+
+
+def make_rule(case: Case, variant: Variant) -> Update:
+    return rules.get(case.rule, variant.impl, **dict(case.rule_options), **dict(variant.options))
+
+
+def uses_conv_update(rule: Update, case: Case) -> bool:
+    """Whether the implementation computes conv updates from images rather than rows."""
+    return case.layer.kind == "conv" and type(rule).conv_update is not Update.conv_update
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Analytic cost of one timed call."""
+
+    flops: float
+    bytes: float
+    memory: float  # predicted peak bytes, inputs included
+    overhead_s: float
+
+    def predicted_seconds(self, ceilings) -> float:
+        return ceilings.predicted_seconds(self.flops, self.bytes) + self.overhead_s
+
+
+def predict(case: Case, variant: Variant) -> Cost:
+    rule = make_rule(case, variant)
+    n, m, d = case.n, case.layer.m, case.layer.d
+    item = torch.empty((), dtype=case.torch_dtype).element_size()
+    inputs = item * (n * d + n * m + m * d)  # x, y, w (and dW)
+    flops = rule.flops(n, m, d)
+    nbytes = rule.bytes_moved(n, m, d, item)
+    memory = inputs + rule.memory(n, m, d, item)
+    if case.what == "step":
+        images = item * math.prod(case.layer.input_shape(case.batch))
+        flops += 2.0 * n * m * d + m * d  # responses S = X Wᵀ, and W + ηΔW
+        nbytes += item * (n * d + n * m + 3 * m * d)
+        memory += images
+    reference = 8 * (n * d + n * m + 2 * m * d) + rules.get(case.rule, "fh", **dict(case.rule_options)).memory(n, m, d, 8)
+    return Cost(flops, nbytes, memory + reference, rule.overhead_seconds(n, m, d))
+
+
+def generator_for(case: Case, seed: int) -> torch.Generator:
+    """A CPU generator seeded by the run's seed and the case's rule, layer and batch (not its impls)."""
+    key = f"{case.rule}/{case.layer.name}/{case.batch}".encode()
+    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key))
+
+
+def build_layer(case: Case, variant: Variant, weight: Tensor) -> HebbianLayer:
+    layer_spec = case.layer
+    opts = {**dict(case.rule_options), **dict(variant.options)}
+    common = dict(rule=case.rule, impl=variant.impl, lr=STEP_LR, device=case.device, dtype=case.torch_dtype, **opts)
+    if layer_spec.kind == "linear":
+        layer: HebbianLayer = HebbianLinear(layer_spec.in_features, layer_spec.out_features, **common)
+    else:
+        layer = HebbianConv2d(layer_spec.in_channels, layer_spec.out_channels, layer_spec.kernel_size,
+                              stride=layer_spec.stride, padding=layer_spec.padding,
+                              dilation=layer_spec.dilation, **common)
+    with torch.no_grad():
+        layer.weight.copy_(weight.view_as(layer.weight))
+    return layer
+
+
+@dataclass
+class Prepared:
+    """The timed call of one variant, the state reset before each sample, and its ΔW for the check."""
+
+    call: Callable[[], object]
+    reset: Callable[[], object] | None
+    delta: Callable[[], Tensor]
+
+
+class CaseWorkload:
+    """Inputs of one case, generated once (seeded) and shared by all its variants."""
+
+    def __init__(self, case: Case, seed: int) -> None:
+        self.case = case
+        g = generator_for(case, seed)
+        spec, device, dtype = case.layer, case.device, case.torch_dtype
+        images = torch.randn(spec.input_shape(case.batch), generator=g)  # (B,D) or (B,C,H,W)
+        reference_layer = build_layer(case, Variant("fh"), torch.randn(spec.m, spec.d, generator=g) / spec.d**0.5)
+        self.images = images.to(device=device, dtype=dtype)
+        self.w0 = reference_layer.weight_rows.detach().clone()  # (M,D)
+        with torch.no_grad():
+            self.maps = reference_layer(self.images)  # (B,M) or (B,M,Ho,Wo)
+            if spec.kind == "conv":
+                self.x = reference_layer.rows(self.images)  # (N,D)
+                self.y = responses_to_rows(self.maps)  # (N,M)
+            else:
+                self.x, self.y = self.images, self.maps
+        self._reference_layer = reference_layer
+
+    @torch.no_grad()
+    def reference(self) -> Tensor:
+        """ΔW of the FastHebb form in float64 on the same inputs (the check's ground truth)."""
+        case = self.case
+        fh64 = rules.get(case.rule, "fh", **dict(case.rule_options))
+        return fh64.update(self.x.double(), self.y.double(), self.w0.double())
+
+    def prepare(self, variant: Variant) -> Prepared:
+        case = self.case
+        if case.what == "update":
+            rule = make_rule(case, variant)
+            x, y, w = self.x, self.y, self.w0
+            if uses_conv_update(rule, case):
+                images, maps, geometry = self.images, self.maps, case.layer.geometry
+
+                def call() -> Tensor:
+                    return rule.conv_update(images, maps, w, geometry)
+            else:
+                def call() -> Tensor:
+                    return rule.update(x, y, w)
+            return Prepared(call=torch.no_grad()(call), reset=None, delta=torch.no_grad()(call))
+
+        layer = build_layer(case, variant, self.w0)
+        images, w0 = self.images, self.w0
+
+        @torch.no_grad()
+        def reset() -> None:
+            layer.weight_rows.copy_(w0)
+
+        @torch.no_grad()
+        def delta() -> Tensor:
+            reset()
+            return layer.delta(images, layer(images))
+
+        return Prepared(call=lambda: layer.hebbian_step(images), reset=reset, delta=delta)

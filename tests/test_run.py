@@ -1,0 +1,185 @@
+"""The harness end to end: a real run of a tiny grid, statuses, resume after a kill, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import hebbbench
+from hebbbench import cli, rules
+from hebbbench.results import COLUMNS, ResultSet
+
+TINY = Path(__file__).parent / "data" / "tiny.toml"
+CLI = [sys.executable, "-m", "hebbbench.cli"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    frame = hebbbench.run(config=TINY, out=out)
+    return out, frame
+
+
+def test_tiny_run_writes_every_case(tiny_run):
+    out, frame = tiny_run
+    assert list(pd.read_csv(out / "results.csv").columns) == COLUMNS
+    assert len(frame) == 16 * 3  # 16 cases × (fh, loop, naive)
+    assert set(frame["status"]) == {"ok"}
+    assert not frame.duplicated(["case_id", "label"]).any()
+    assert (frame["n_samples"] >= 3).all() and (frame["median_s"] > 0).all()
+    assert (frame["error"] < 1e-5).all() and (frame["flops"] > 0).all()
+    base = frame[frame["label"] == "naive(G=3)"]
+    assert (base["speedup"] == 1.0).all()
+    fh = frame[frame["label"] == "fh"]
+    assert ((fh["speedup_lo"] <= fh["speedup"]) & (fh["speedup"] <= fh["speedup_hi"])).all()
+    assert set(frame["what"]) == {"update", "step"}
+
+
+def test_tiny_run_samples_and_env(tiny_run):
+    out, frame = tiny_run
+    samples = ResultSet(out).samples()
+    assert len(samples) == len(frame)
+    row = frame.iloc[0]
+    assert len(samples[(row["case_id"], row["label"])]) == row["n_samples"]
+    env = json.loads((out / "env.json").read_text())
+    assert env["schema_version"] == 1 and env["status"] == "complete"
+    assert env["env"]["torch"] == torch.__version__ and env["env"]["seed"] == 0
+    assert env["grid"]["sweep"][0]["layers"][0]["name"] == "conv"
+    assert "cpu/float32" in env["ceilings"] and env["ceilings"]["cpu/float32"]["matmul_flop_per_s"] > 0
+    assert env["finished_at"] and env["env"]["hebbbench_version"] == hebbbench.__version__
+
+
+def test_existing_result_set_is_never_overwritten(tiny_run):
+    out, _ = tiny_run
+    before = (out / "results.csv").read_bytes()
+    with pytest.raises(hebbbench.errors.UserError, match="already holds a result set"):
+        hebbbench.run(config=TINY, out=out)
+    assert (out / "results.csv").read_bytes() == before
+
+
+@rules.register("hpca", "test-wrong")
+class WrongHPCA(rules.HPCA):
+    """Drops the tril(YᵀY)W term: fast and wrong."""
+
+    def delta(self, x, y, w):
+        return y.T @ x / x.shape[0]
+
+
+@rules.register("hpca", "test-oom")
+class OutOfMemoryHPCA(rules.HPCA):
+    def delta(self, x, y, w):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 PiB (injected)")
+
+
+@rules.register("hpca", "test-gpu-only")
+class GpuOnlyHPCA(rules.HPCA):
+    device_types = ("cuda",)
+
+    def delta(self, x, y, w):
+        return rules.get("hpca").delta(x, y, w)
+
+
+def test_wrong_oom_and_unsupported_are_rows_not_crashes(tmp_path):
+    frame = hebbbench.run(config=TINY, out=tmp_path / "r", rules=["hpca"],
+                          impls=["fh", "naive", "test-wrong", "test-oom", "test-gpu-only"])
+    by = {label: part for label, part in frame.groupby("label")}
+    assert set(by["test-wrong"]["status"]) == {"wrong"}
+    assert by["test-wrong"]["median_s"].isna().all()
+    assert by["test-wrong"]["reason"].str.contains("relative error").all()
+    assert set(by["test-oom"]["status"]) == {"oom"}
+    assert by["test-oom"]["reason"].str.contains("injected").all()
+    assert set(by["test-gpu-only"]["status"]) == {"skipped"}
+    assert by["test-gpu-only"]["reason"].str.contains("runs on cuda only").all()
+    assert set(by["fh"]["status"]) == {"ok"} and set(by["naive(G=3)"]["status"]) == {"ok"}
+
+
+def test_budgets_skip_with_reason(tmp_path):
+    frame = hebbbench.run(config=TINY, out=tmp_path / "r", rules=["hpca"], impls=["fh"], memory_budget="1KiB")
+    assert set(frame["status"]) == {"skipped"} and frame["reason"].str.contains("--memory-budget").all()
+    frame = hebbbench.run(config=TINY, out=tmp_path / "s", rules=["hpca"], impls=["loop", "fh"],
+                          max_case_seconds=1e-9)
+    assert set(frame["status"]) == {"skipped"} and frame["reason"].str.contains("--max-case-seconds").all()
+
+
+def run_cli(*args, cwd=None, **kwargs):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, **kwargs)
+
+
+def test_resume_after_kill_neither_repeats_nor_misses(tmp_path):
+    out = tmp_path / "killed"
+    slow = TINY.read_text().replace("case_seconds = 0.05", "case_seconds = 0.25").replace(
+        "max_rounds = 5", "max_rounds = 1000").replace("min_rounds = 3", "min_rounds = 1000")
+    config = tmp_path / "slow.toml"
+    config.write_text(slow)
+    proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--out", str(out), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        lines = (out / "results.csv").read_text().count("\n") if (out / "results.csv").exists() else 0
+        if lines >= 1 + 3 * 2:  # header and two finished cases
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = ResultSet(out).frame()
+    assert 0 < len(partial) < 48 and len(partial) % 3 == 0
+    with open(out / "results.csv", "a") as f:  # a row cut short by the kill
+        f.write("1,run,t/hpca/cut")
+    result = run_cli("run", "--resume", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    final = ResultSet(out).frame()
+    assert len(final) == 48 and not final.duplicated(["case_id", "label"]).any()
+    kept = final.set_index(["case_id", "label"]).loc[list(zip(partial["case_id"], partial["label"]))]
+    assert list(kept["median_s"]) == list(partial["median_s"])  # finished cases were not re-timed
+    assert len(ResultSet(out).samples()) == 48
+    assert json.loads((out / "env.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "nope"], "unknown preset 'nope'; allowed: paper, quick, scaling"),
+    (["--rules", "nope"], "unknown rule 'nope'"),
+    (["--impls", "nope"], "unknown impl 'nope'"),
+    (["--dtypes", "float8"], "unknown dtype 'float8'"),
+    (["--batch-sizes", "0"], "batch sizes must be positive integers"),
+    (["--group-size", "x"], "group sizes must be positive integers"),
+    (["--devices", "cuda:7"], "device 'cuda:7' is not available"),
+    (["--devices", "tpu"], "unknown device 'tpu'"),
+    (["--config", "missing.toml"], "config file missing.toml not found"),
+    (["--config", "bad.toml"], "malformed TOML"),
+    (["--memory-budget", "lots"], "memory budget 'lots' is not a size"),
+    (["--resume", "nowhere"], "nowhere is not a result set"),
+])
+def test_bad_input_one_line_exit_2_results_untouched(tmp_path, monkeypatch, capsys, args, message):
+    (tmp_path / "bad.toml").write_text("rules = [")
+    existing = tmp_path / "results" / "earlier"
+    existing.mkdir(parents=True)
+    (existing / "results.csv").write_text("precious\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["hebbbench", "run", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], stderr
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["earlier"]
+    assert (existing / "results.csv").read_text() == "precious\n"
+
+
+def test_bad_input_from_a_real_process_has_no_traceback(tmp_path):
+    result = run_cli("run", "--rules", "nope", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: command line: unknown rule 'nope'; allowed: ")
+    assert "hpca" in lines[0] and "swta" in lines[0]
+    assert not (tmp_path / "results").exists()
