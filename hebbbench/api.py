@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hebbbench import devices as dev
 from hebbbench.errors import UserError
-from hebbbench.grid import Grid, load_grid
+from hebbbench.grid import Grid, load_grid, parse_shard, shard_cases
 from hebbbench.runner import Settings, default_run_id, execute, import_plugins, now, open_run, record, run_info
 
 GIB = 2**30
@@ -64,15 +64,20 @@ def run(preset: str | None = None, *, config: str | Path | None = None, rules: l
         dtypes: list[str] | None = None, devices: list[str] | None = None, group_size: list[int] | None = None,
         out: str | Path | None = None, resume: str | Path | None = None, seed: int = 0,
         threads: int | None = None, memory_budget: str | float | None = None, max_case_seconds: float = 60.0,
-        case_seconds: float | None = None, imports: tuple[str, ...] = (), progress: bool = False,
-        console: Console | None = None, argv: list[str] | None = None, isolate: bool = False) -> pd.DataFrame:
-    """Run a grid and return results.csv as a DataFrame (``df.attrs["path"]`` is the result set's folder)."""
+        case_seconds: float | None = None, imports: tuple[str, ...] = (), shard: str | None = None,
+        progress: bool = False, console: Console | None = None, argv: list[str] | None = None,
+        isolate: bool = False) -> pd.DataFrame:
+    """Run a grid and return results.csv as a DataFrame (``df.attrs["path"]`` is the result set's folder).
+
+    ``shard="i/n"`` runs only the i-th of n disjoint parts of the grid (``hebbbench report`` merges them).
+    """
     if threads is not None and threads < 1:
         raise UserError(f"threads must be >= 1, got {threads}")
     if max_case_seconds <= 0:
         raise UserError(f"max-case-seconds must be > 0, got {max_case_seconds}")
     if resume is not None:
-        if any(v is not None for v in (preset, config, rules, impls, what, batch_sizes, dtypes, devices, group_size, out)):
+        if any(v is not None for v in (preset, config, rules, impls, what, batch_sizes, dtypes, devices, group_size,
+                                       out, shard)):
             raise UserError("--resume continues a run with its own grid; give no grid options with it")
         from hebbbench.results import ResultSet
 
@@ -85,19 +90,23 @@ def run(preset: str | None = None, *, config: str | Path | None = None, rules: l
         settings = Settings(policy=grid.policy, seed=env["env"].get("seed", 0), threads=saved.get("threads"),
                             memory_budget=saved.get("memory_budget"),
                             max_case_seconds=saved.get("max_case_seconds", max_case_seconds),
-                            imports=imports, run_id=env["run_id"])
+                            imports=imports, run_id=env["run_id"],
+                            shard=(env["shard"]["index"], env["shard"]["count"]) if env.get("shard") else None)
         out = Path(resume)
     else:
         grid = plan(preset, config=config, rules=rules, impls=impls, what=what, batch_sizes=batch_sizes,
                     dtypes=dtypes, devices=devices, group_size=group_size, case_seconds=case_seconds, imports=imports)
         settings = Settings(policy=grid.policy, seed=seed, threads=threads, memory_budget=parse_bytes(memory_budget),
-                            max_case_seconds=max_case_seconds, imports=tuple(imports))
-    cases = grid.expand(resolve=dev.resolve_devices)
+                            max_case_seconds=max_case_seconds, imports=tuple(imports), shard=parse_shard(shard))
+    all_cases = grid.expand(resolve=dev.resolve_devices)
+    cases = shard_cases(all_cases, settings.shard)
     used = list(dict.fromkeys(c.device for c in cases))
     if resume is None:
         settings.run_id = default_run_id(grid, used)
+        if settings.shard:
+            settings.run_id += f"-shard{settings.shard[0]}of{settings.shard[1]}"
         out = Path(out) if out else Path("results") / settings.run_id
-    rs = open_run(Path(out), resume is not None, lambda: run_info(grid, settings, used, argv))
+    rs = open_run(Path(out), resume is not None, lambda: run_info(grid, settings, used, argv, len(cases), len(all_cases)))
     done = rs.done_case_ids()
     todo = [c for c in cases if c.case_id not in done]
     emit = record(rs)

@@ -63,6 +63,7 @@ def run(
     max_case_seconds: Annotated[float, typer.Option("--max-case-seconds", help="Skip calls predicted longer.")] = 60.0,
     case_seconds: Annotated[Optional[float], typer.Option("--case-seconds", help="Timing cap per case.")] = None,
     imports: Annotated[Optional[list[str]], typer.Option("--import", help="Module registering your own implementations.")] = None,
+    shard: Annotated[Str, typer.Option(help="Run the i-th of n disjoint parts of the grid, e.g. 1/4.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the grid and predicted memory; run nothing.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -85,7 +86,7 @@ def run(
         return
     frame = api.run(preset, config=config, out=out, resume=resume, seed=seed, threads=threads,
                     memory_budget=memory_budget, max_case_seconds=max_case_seconds, case_seconds=case_seconds,
-                    imports=tuple(imports or ()), progress=progress, console=err_console, argv=sys.argv,
+                    imports=tuple(imports or ()), shard=shard, progress=progress, console=err_console, argv=sys.argv,
                     **grid_args)
     for table in summary_tables(frame, title=frame.attrs["path"]):
         out_console.print(table)

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import itertools
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -416,6 +418,11 @@ class Grid:
             raise UserError(f"grid {self.name!r}: case {dup} appears twice (layer names must be unique in a sweep)")
         return cases
 
+    def fingerprint(self) -> str:
+        """A hash of the grid as declared: shards of one grid share it."""
+        text = json.dumps(self.as_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def as_dict(self) -> dict[str, Any]:
         """The resolved grid, as written to env.json (and read back by --resume)."""
         return {"name": self.name, "description": self.description, "options": self.options,
@@ -425,6 +432,27 @@ class Grid:
                            "dtypes": list(s.dtypes), "devices": list(s.devices),
                            "batch_sizes": list(s.batch_sizes), "baseline": s.baseline or ""}
                           for s in self.sweeps]}
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'i/n' (1-based: 1/2 and 2/2 are the two halves) -> (i, n)."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise UserError(f"--shard must look like i/n (e.g. 1/4), got {text!r}") from None
+    if not 1 <= i <= n:
+        raise UserError(f"--shard i/n needs 1 <= i <= n, got {text!r}")
+    return i, n
+
+
+def shard_cases(cases: list[Case], shard: tuple[int, int] | None) -> list[Case]:
+    """The i-th of n disjoint parts of the cases (every n-th case, so each part mixes the sweeps)."""
+    if shard is None:
+        return cases
+    i, n = shard
+    return cases[i - 1::n]
 
 
 def matches(name: str, patterns: tuple[str, ...]) -> bool:

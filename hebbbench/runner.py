@@ -49,6 +49,7 @@ class Settings:
     max_case_seconds: float = 60.0  # a variant whose predicted call time exceeds this is skipped
     imports: tuple[str, ...] = ()  # modules that register users' implementations
     run_id: str = ""
+    shard: tuple[int, int] | None = None  # (i, n): the i-th of n disjoint parts of the grid
     ceilings: dict[str, dict] = field(default_factory=dict)  # "device/dtype" -> Ceilings as dict
 
 
@@ -257,9 +258,14 @@ def default_run_id(grid: Grid, devices: list[str]) -> str:
     return f"{grid.name}-{tag}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_info(grid: Grid, settings: Settings, devices: list[str], argv: list[str] | None) -> dict[str, Any]:
+def run_info(grid: Grid, settings: Settings, devices: list[str], argv: list[str] | None,
+             cases: int, total_cases: int) -> dict[str, Any]:
+    shard = settings.shard
     return {"run_id": settings.run_id, "started_at": now(), "finished_at": None, "status": "running",
-            "devices": devices, "grid": grid.as_dict(), "settings": {
+            "devices": devices, "grid": grid.as_dict(), "grid_fingerprint": grid.fingerprint(),
+            "cases": cases, "total_cases": total_cases,
+            "shard": {"index": shard[0], "count": shard[1]} if shard else None,
+            "settings": {
                 "threads": settings.threads, "memory_budget": settings.memory_budget,
                 "max_case_seconds": settings.max_case_seconds, "imports": list(settings.imports)},
             "ceilings": {}, "env": environment.collect(settings.seed, argv if argv is not None else sys.argv)}

@@ -88,3 +88,20 @@ def test_layer_describe_and_rows():
                                 "input_size": [10, 12], "stride": 2, "padding": 1}, "t")
     assert conv.output_size == (5, 6) and conv.rows(4) == 4 * 30 and conv.d == 27 and conv.m == 8
     assert conv.describe() == "conv 3->8 k3 s2 p1 @10x12" and conv.name == conv.describe()
+
+
+def test_shards_are_disjoint_and_cover_the_grid():
+    from hebbbench.grid import parse_shard, shard_cases
+
+    cases = load_grid("paper").expand(resolve=cpu)
+    parts = [shard_cases(cases, parse_shard(f"{i}/3")) for i in (1, 2, 3)]
+    ids = [c.case_id for part in parts for c in part]
+    assert sorted(ids) == sorted(c.case_id for c in cases) and len(set(ids)) == len(ids)
+    for bad in ("0/2", "3/2", "a/b", "2"):
+        with pytest.raises(UserError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_fingerprint_tells_grids_apart():
+    assert load_grid("quick").fingerprint() == load_grid("quick").fingerprint()
+    assert load_grid("quick").fingerprint() != load_grid("quick").override(batch_sizes=[4]).fingerprint()
