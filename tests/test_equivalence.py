@@ -55,6 +55,11 @@ def test_float64_agrees_to_rounding(rule, impl):
     assert relative_error(r.update(x, y, w), r.reference(x, y, w)) < 1e-12
 
 
+def ranked(row: torch.Tensor) -> list[int]:
+    """Neuron indices of one response row, largest first, ties to the lower index."""
+    return sorted(range(len(row)), key=lambda j: (-row[j].item(), j))
+
+
 @pytest.mark.parametrize("rule", rules.rules())
 def test_reference_is_the_per_sample_formula(rule):
     """The reference against a direct evaluation of DESIGN.md's sums for one neuron."""
@@ -67,6 +72,17 @@ def test_reference_is_the_per_sample_formula(rule):
         expected = sum(p[n, i] * (x[n] - w[i]) for n in range(6)) / 6
     elif rule == "hpca":
         expected = sum(y[n, i] * (x[n] - sum(y[n, k] * w[k] for k in range(i + 1))) for n in range(6)) / 6
+    elif rule == "oja":
+        expected = sum(y[n, i] * (x[n] - y[n, i] * w[i]) for n in range(6)) / 6
+    elif rule == "kwta":
+        won = [i in ranked(y[n])[: r.k] for n in range(6)]
+        expected = sum(float(won[n]) * (x[n] - w[i]) for n in range(6)) / 6
+    elif rule == "krotov":
+        g = [1.0 if ranked(y[n])[0] == i else -r.anti_hebbian if ranked(y[n])[r.rank - 1] == i else 0.0
+             for n in range(6)]
+        expected = sum(g[n] * (x[n] - y[n, i] * w[i]) for n in range(6)) / 6
+    elif rule == "hebb":
+        expected = sum(y[n, i] * x[n] - r.decay * w[i] for n in range(6)) / 6
     else:
         pytest.skip(f"no hand-written sum for {rule}")
     torch.testing.assert_close(ref[i], expected)

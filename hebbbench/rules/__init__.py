@@ -24,10 +24,14 @@ from hebbbench.rules.registry import (
 )
 from hebbbench.rules.swta import SWTA
 from hebbbench.rules.hpca import HPCA
+from hebbbench.rules.kwta import KWTA
+from hebbbench.rules.oja import Oja
+from hebbbench.rules.krotov import Krotov
+from hebbbench.rules.hebb import Hebb
 
 import hebbbench.baselines  # noqa: E402,F401  (registers naive and loop)
 
 __all__ = [
-    "HPCA", "SWTA", "Update", "available", "define_rule", "get", "impls", "lookup",
+    "HPCA", "KWTA", "SWTA", "Hebb", "Krotov", "Oja", "Update", "available", "define_rule", "get", "impls", "lookup",
     "register", "rule_class", "rules", "unregister",
 ]
