@@ -30,6 +30,7 @@ from hebbbench.rules.krotov import Krotov
 from hebbbench.rules.hebb import Hebb
 
 import hebbbench.baselines  # noqa: E402,F401  (registers naive and loop)
+from hebbbench.rules import fh_conv  # noqa: E402,F401  (registers fh-conv)
 
 __all__ = [
     "HPCA", "KWTA", "SWTA", "Hebb", "Krotov", "Oja", "Update", "available", "define_rule", "get", "impls", "lookup",
