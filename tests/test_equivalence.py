@@ -39,7 +39,8 @@ def cpu_pairs():
 @example(n=5, m=1, d=3, group=8, seed=3, responses="linear")  # M = 1
 def test_float32_matches_float64_reference(rule, impl, n, m, d, group, seed, responses):
     cls = rules.lookup(rule, impl)
-    options = {"group_size": group} if "group_size" in cls.default_options() else {}
+    # the drawn group size goes to whichever grouping option the impl has (neurons per group/block)
+    options = {name: group for name in ("group_size", "block_size") if name in cls.default_options()}
     r = rules.get(rule, impl=impl, **options)
     x, y, w = rule_inputs(n, m, d, seed, responses=responses)
     dw = r.update(x, y, w)

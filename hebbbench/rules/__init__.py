@@ -31,6 +31,7 @@ from hebbbench.rules.hebb import Hebb
 
 import hebbbench.baselines  # noqa: E402,F401  (registers naive and loop)
 from hebbbench.rules import fh_conv  # noqa: E402,F401  (registers fh-conv)
+from hebbbench.rules import hpca_blocked  # noqa: E402,F401  (registers fh-blocked, fh-auto)
 
 __all__ = [
     "HPCA", "KWTA", "SWTA", "Hebb", "Krotov", "Oja", "Update", "available", "define_rule", "get", "impls", "lookup",
