@@ -11,6 +11,7 @@ baselines (``naive``, ``loop``, in the top-level ``baselines/`` folder, installe
 """
 
 from hebbbench.rules.registry import (
+    Unavailable,
     Update,
     available,
     define_rule,
@@ -34,8 +35,9 @@ from hebbbench.rules import fh_conv  # noqa: E402,F401  (registers fh-conv)
 from hebbbench.rules import hpca_blocked  # noqa: E402,F401  (registers fh-blocked, fh-auto)
 from hebbbench.rules import autograd  # noqa: E402,F401  (registers autograd)
 from hebbbench.rules import precision  # noqa: E402,F401  (registers fh-tf32, fh-bf16)
+from hebbbench.rules import compiled  # noqa: E402,F401  (registers fh-compiled)
 
 __all__ = [
-    "HPCA", "KWTA", "SWTA", "Hebb", "Krotov", "Oja", "Update", "available", "define_rule", "get", "impls", "lookup",
+    "HPCA", "KWTA", "SWTA", "Hebb", "Krotov", "Oja", "Unavailable", "Update", "available", "define_rule", "get", "impls", "lookup",
     "register", "rule_class", "rules", "unregister",
 ]

@@ -29,6 +29,14 @@ from hebbbench.conv import ConvGeometry, responses_to_rows
 ENTRY_POINT_GROUP = "hebbbench.rules"
 
 
+class Unavailable(RuntimeError):
+    """An implementation cannot run here (no compiler, package or device it needs); the message says why.
+
+    Raised by the call, never replaced by a silent fallback; the harness records it as a
+    skipped case and the tests skip with its message.
+    """
+
+
 class Update:
     """Base of every rule and implementation: validated options, shape checks, cost model.
 
