@@ -36,6 +36,7 @@ from hebbbench.rules import hpca_blocked  # noqa: E402,F401  (registers fh-block
 from hebbbench.rules import autograd  # noqa: E402,F401  (registers autograd)
 from hebbbench.rules import precision  # noqa: E402,F401  (registers fh-tf32, fh-bf16)
 from hebbbench.rules import compiled  # noqa: E402,F401  (registers fh-compiled)
+from hebbbench.rules import swta_triton  # noqa: E402,F401  (registers fh-triton; triton imported on use)
 
 __all__ = [
     "HPCA", "KWTA", "SWTA", "Hebb", "Krotov", "Oja", "Unavailable", "Update", "available", "define_rule", "get", "impls", "lookup",
