@@ -5,9 +5,21 @@
     r = rules.get("swta", impl="fh", temperature=0.02)
     dw = r.update(x, y, w)    # x (N,D), y (N,M), w (M,D) -> dw (M,D), dtype/device of w
 
-Importing this module registers the FastHebb forms (``fh``, here) and the per-sample
-baselines (``naive``, ``loop``, in the top-level ``baselines/`` folder, installed as
-``hebbbench.baselines``).
+Rules: ``swta`` and ``hpca`` (the paper's), and the local rules ``kwta``, ``oja``, ``krotov``
+and ``hebb`` (``local.py``: all of the form ΔW = (Aᵀ X − diag(c) W) / N).
+
+Importing this module registers the FastHebb forms (``fh``, one per rule module), the
+per-sample baselines (``naive``, ``loop``, in the top-level ``baselines/`` folder,
+installed as ``hebbbench.baselines``) and the implementations beyond FastHebb:
+
+- ``fh-conv`` (every rule): conv layers without the N×D patch matrix;
+- ``fh-blocked``, ``fh-auto`` (hpca): neurons in blocks; the cheaper of fh and blocked per shape;
+- ``autograd`` (swta, hpca): minus the gradient of a surrogate loss, by torch.autograd;
+- ``fh-tf32``, ``fh-bf16`` (swta, hpca): reduced-precision products, each with its ``rtol``;
+- ``fh-compiled`` (swta, hpca): torch.compile per shape (``prepare()`` compiles outside timing);
+- ``fh-triton`` (swta, CUDA): a fused Triton kernel (triton imported on first use).
+
+An implementation that cannot run on this machine raises :class:`Unavailable`.
 """
 
 from hebbbench.rules.registry import (
@@ -39,6 +51,6 @@ from hebbbench.rules import compiled  # noqa: E402,F401  (registers fh-compiled)
 from hebbbench.rules import swta_triton  # noqa: E402,F401  (registers fh-triton; triton imported on use)
 
 __all__ = [
-    "HPCA", "KWTA", "SWTA", "Hebb", "Krotov", "Oja", "Unavailable", "Update", "available", "define_rule", "get", "impls", "lookup",
-    "register", "rule_class", "rules", "unregister",
+    "HPCA", "KWTA", "SWTA", "Hebb", "Krotov", "Oja", "Unavailable", "Update", "available", "define_rule",
+    "get", "impls", "lookup", "register", "rule_class", "rules", "unregister",
 ]

@@ -64,13 +64,16 @@ def call_compiled(fn: Callable[..., Tensor], x: Tensor, y: Tensor, w: Tensor, *e
     key = _signature((fn, BACKEND), (x, y, w), extra)
     if key in _SEEN:
         return compiled(x, y, w, *extra)
-    config = torch._dynamo.config
+    from torch import _dynamo  # loaded by torch.compile already; named for the except clause
+    from torch._inductor import exc as inductor_exc
+
+    config = _dynamo.config
     limits = dict(recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True,
                   accumulated_recompile_limit=max(RECOMPILE_LIMIT, config.accumulated_recompile_limit))
     try:
         with config.patch(**limits):
             out = compiled(x, y, w, *extra)
-    except (torch._dynamo.exc.TorchDynamoException, torch._inductor.exc.InductorError) as error:
+    except (_dynamo.exc.TorchDynamoException, inductor_exc.InductorError) as error:
         raise CompileUnavailable(
             f"torch.compile could not compile {fn.__name__} for {w.device.type}: {_reason(error)}"
         ) from error
