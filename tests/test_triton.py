@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import rule_inputs
 from hebbbench import rules
