@@ -2,6 +2,7 @@
 
     SWTA:  ΔW_i = (1/N) Σ_n r_ni (x_n − w_i)
     HPCA:  ΔW_i = (1/N) Σ_n y_ni (x_n − Σ_{k≤i} y_nk w_k)
+    local rules (kwta, oja, krotov, hebb):  ΔW_i = (1/N) Σ_n (a_ni x_n − b_ni w_i)
 
 One Python iteration per (sample, neuron): O(N·M) interpreter steps, for small shapes only.
 """
@@ -11,7 +12,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from hebbbench.rules.hebb import Hebb
 from hebbbench.rules.hpca import HPCA
+from hebbbench.rules.krotov import Krotov
+from hebbbench.rules.kwta import KWTA
+from hebbbench.rules.local import LocalRule
+from hebbbench.rules.oja import Oja
 from hebbbench.rules.registry import Update, register
 from hebbbench.rules.swta import SWTA
 
@@ -57,3 +63,37 @@ class HPCALoop(Looped, HPCA):
                 recon += y[n, i] * w[i]
                 dw[i] += y[n, i] * (x[n] - recon)  # (D,)
         return dw / x.shape[0]
+
+
+class LocalLoop(Looped, LocalRule):
+    """A local rule as the literal loop over samples and neurons of its per-sample form."""
+
+    summary = "literal loop over samples and neurons"
+
+    def delta(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+        a, b = self.sample_factors(y)  # (N,M), (N,M)
+        dw = torch.zeros_like(w)
+        for n in range(x.shape[0]):
+            for i in range(w.shape[0]):
+                dw[i] += a[n, i] * x[n] - b[n, i] * w[i]  # (D,)
+        return dw / x.shape[0]
+
+
+@register("kwta", "loop")
+class KWTALoop(LocalLoop, KWTA):
+    """k-WTA: dw_i += r_ni (x_n − w_i)."""
+
+
+@register("oja", "loop")
+class OjaLoop(LocalLoop, Oja):
+    """Oja: dw_i += y_ni x_n − y_ni² w_i."""
+
+
+@register("krotov", "loop")
+class KrotovLoop(LocalLoop, Krotov):
+    """Krotov–Hopfield: dw_i += g_ni x_n − g_ni y_ni w_i."""
+
+
+@register("hebb", "loop")
+class HebbLoop(LocalLoop, Hebb):
+    """Hebb with decay: dw_i += y_ni x_n − λ w_i."""

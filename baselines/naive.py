@@ -7,6 +7,8 @@ per-neuron deltas form an N×G×D tensor that is reduced over the N rows:
     SWTA:  Δ_nid = r_ni (x_nd − w_id)
     HPCA:  Δ_nid = y_ni (x_nd − Σ_{k≤i} y_nk w_kd), the reconstruction a cumulative
            sum within the group plus the sum carried over the earlier groups.
+    local rules (kwta, oja, krotov, hebb; see ``hebbbench.rules.local``):
+           Δ_nid = a_ni x_nd − b_ni w_id with the rule's per-sample factors A, B.
 
 Vectorised within a group: an honest baseline whose cost is the memory traffic of
 the N×G×D tensors (O(N·M·D) element-wise work), not an artificial slowdown.
@@ -19,7 +21,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from hebbbench.rules.hebb import Hebb
 from hebbbench.rules.hpca import HPCA
+from hebbbench.rules.krotov import Krotov
+from hebbbench.rules.kwta import KWTA
+from hebbbench.rules.local import LocalRule
+from hebbbench.rules.oja import Oja
 from hebbbench.rules.registry import Update, register
 from hebbbench.rules.swta import SWTA
 
@@ -90,3 +97,38 @@ class HPCANaive(Grouped, HPCA):
             deltas = recon.neg_().add_(x[:, None, :]).mul_(y[:, g, None])  # (N,G,D), in place
             dw[g] = deltas.sum(0)  # (G,D)
         return dw.div_(x.shape[0])
+
+
+class LocalNaive(Grouped, LocalRule):
+    """A local rule with its per-sample deltas a_ni x_n − b_ni w_i materialised per group."""
+
+    summary = "per-sample deltas a_ni x_n - b_ni w_i as N x G x D tensors per group of G neurons"
+
+    def delta(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+        a, b = self.sample_factors(y)  # (N,M), (N,M)
+        dw = torch.empty_like(w)
+        for g in self.groups(w.shape[0]):
+            deltas = a[:, g, None] * x[:, None, :]  # (N,G,D): a_ni x_n
+            deltas.addcmul_(b[:, g, None], w[None, g, :], value=-1)  # (N,G,D): − b_ni w_i
+            dw[g] = deltas.sum(0)  # (G,D)
+        return dw.div_(x.shape[0])
+
+
+@register("kwta", "naive")
+class KWTANaive(LocalNaive, KWTA):
+    """k-WTA: per-sample deltas r_ni (x_n − w_i), per group."""
+
+
+@register("oja", "naive")
+class OjaNaive(LocalNaive, Oja):
+    """Oja: per-sample deltas y_ni x_n − y_ni² w_i, per group."""
+
+
+@register("krotov", "naive")
+class KrotovNaive(LocalNaive, Krotov):
+    """Krotov–Hopfield: per-sample deltas g_ni x_n − g_ni y_ni w_i, per group."""
+
+
+@register("hebb", "naive")
+class HebbNaive(LocalNaive, Hebb):
+    """Hebb with decay: per-sample deltas y_ni x_n − λ w_i, per group."""

@@ -17,6 +17,12 @@ def responses_to_rows(responses: Tensor) -> Tensor:
     return responses.reshape(b, m, -1).transpose(1, 2).reshape(-1, m)  # (B,L,M) -> (B*L,M)
 
 
+def rows_to_responses(rows: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
+    """(B*Ho*Wo, M) rows -> (B,M,Ho,Wo) maps of the given shape: the inverse of :func:`responses_to_rows`."""
+    b, m, ho, wo = shape
+    return rows.reshape(b, ho * wo, m).transpose(1, 2).reshape(b, m, ho, wo)  # (B,L,M) -> (B,M,Ho,Wo)
+
+
 class ConvGeometry:
     """Kernel size, stride, padding and dilation of a conv layer; turns images into rows."""
 

@@ -22,6 +22,11 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
+#: fewest entries (M·D) of ΔW for which a reduced-precision implementation's ``rtol`` is stated:
+#: with fewer, one entry that cancels to near zero (M = D = 1 SWTA: ΔW = mean(x) − w) can
+#: dominate the norm, and no relative bound holds for rounded products.
+MIN_ENTRIES_FOR_RTOL = 16
+
 #: floor of the scale in :func:`relative_error`: float32's smallest normal number, so an
 #: update that underflows in float32 (e.g. softmax weights of e^-100) compares as zero.
 SCALE_FLOOR = torch.finfo(torch.float32).tiny

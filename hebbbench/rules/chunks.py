@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+from torch import Tensor
 
 #: elements of one per-sample chunk (n·M·D); 2**25 float64 values are 256 MiB.
 CHUNK_ELEMENTS = 2**25
@@ -13,3 +15,12 @@ def row_chunks(n_rows: int, elements_per_row: int, budget: int = CHUNK_ELEMENTS)
     step = max(1, budget // max(1, elements_per_row))
     for start in range(0, n_rows, step):
         yield slice(start, min(n_rows, start + step))
+
+
+def sum_over_rows(n_rows: int, elements_per_row: int, per_sample: Callable[[slice], Tensor]) -> Tensor:
+    """Σ over the rows of ``per_sample(rows)`` (n,M,D), chunked by :func:`row_chunks` -> (M,D)."""
+    total = None
+    for rows in row_chunks(n_rows, elements_per_row):
+        part = per_sample(rows).sum(0)  # (n,M,D) -> (M,D)
+        total = part if total is None else total.add_(part)
+    return total

@@ -16,7 +16,15 @@ import torch
 from torch import Tensor
 
 from hebbbench.rules.chunks import row_chunks
+from hebbbench.rules.local import Matmul
 from hebbbench.rules.registry import Update, define_rule, register
+
+
+def hpca_fh(x: Tensor, y: Tensor, w: Tensor, matmul: Matmul = torch.mm) -> Tensor:
+    """(Yᵀ X − tril(Yᵀ Y) W) / N from x (N,D), y (N,M), w (M,D) -> (M,D)."""
+    dw = matmul(y.T, x)  # (M,N)@(N,D) -> (M,D)
+    dw -= matmul(torch.tril(matmul(y.T, y)), w)  # (M,M)@(M,D) -> (M,D)
+    return dw.div_(x.shape[0])
 
 
 @define_rule("hpca")
@@ -39,11 +47,11 @@ class HPCAFastHebb(HPCA):
     """HPCA-FH: Yᵀ X and tril(Yᵀ Y) W as matrix products."""
 
     summary = "FastHebb matrix form (Y^T X - tril(Y^T Y) W) / N"
+    #: the matrix product (reduced-precision variants replace it).
+    matmul: Matmul = staticmethod(torch.mm)
 
     def delta(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
-        dw = y.T @ x  # (M,N)@(N,D) -> (M,D)
-        dw -= torch.tril(y.T @ y) @ w  # (M,M)@(M,D) -> (M,D)
-        return dw.div_(x.shape[0])
+        return hpca_fh(x, y, w, self.matmul)
 
     def flops(self, n: int, m: int, d: int) -> float:
         return 2.0 * n * m * d + 2.0 * n * m * m + 2.0 * m * m * d + m * d

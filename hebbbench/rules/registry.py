@@ -29,11 +29,28 @@ from hebbbench.conv import ConvGeometry, responses_to_rows
 ENTRY_POINT_GROUP = "hebbbench.rules"
 
 
+class Unavailable(RuntimeError):
+    """An implementation cannot run here (no compiler, package or device it needs); the message says why.
+
+    Raised by the call, never replaced by a silent fallback; the harness records it as a
+    skipped case and the tests skip with its message.
+    """
+
+
 class Update:
     """Base of every rule and implementation: validated options, shape checks, cost model.
 
     Subclasses set ``options`` (name -> default; merged along the class hierarchy) and
     implement :meth:`delta`. Rule classes also implement :meth:`reference`.
+
+    Optional hooks, for implementations that need them (defaults suit plain eager code):
+
+    - ``compute_dtype``: the precision of the main products whatever the input dtype
+      (e.g. bfloat16); None means the input dtype. When set, the error against the
+      reference is bounded by ``rtol`` in every input dtype, float64 included.
+    - ``compiles``: True when the first call with a new (shape, dtype, device) compiles
+      code (torch.compile, a Triton JIT), so it must happen before timing.
+    - :meth:`prepare`: does that one-time work outside timing and returns its seconds.
     """
 
     rule: ClassVar[str] = ""
@@ -44,6 +61,10 @@ class Update:
     device_types: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
     #: relative error allowed against the float64 reference in float32 (None: by dtype).
     rtol: ClassVar[float | None] = None
+    #: fixed precision of the main products whatever the input dtype (None: the input's).
+    compute_dtype: ClassVar[torch.dtype | None] = None
+    #: True when a first call with a new (shape, dtype, device) compiles code.
+    compiles: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         allowed = self.default_options()
@@ -88,6 +109,14 @@ class Update:
     def reference(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:  # pragma: no cover - abstract
         """The per-sample formula of DESIGN.md §2 in float64 (the ground truth)."""
         raise NotImplementedError
+
+    def prepare(self, x: Tensor, y: Tensor, w: Tensor) -> float:
+        """One-time work for these shapes (compilation, JIT) outside timing; returns its seconds.
+
+        The default has nothing to do and returns 0.0; implementations with ``compiles``
+        run the update once and return the time of that first call.
+        """
+        return 0.0
 
     def conv_update(self, inputs: Tensor, responses: Tensor, w: Tensor, geometry: ConvGeometry) -> Tensor:
         """ΔW for a conv layer from its input images and output maps.

@@ -19,12 +19,18 @@ import torch
 from torch import Tensor
 
 from hebbbench.rules.chunks import row_chunks
-from hebbbench.rules.registry import Update, define_rule, register
+from hebbbench.rules.local import LocalFastHebb, LocalRule
+from hebbbench.rules.registry import define_rule, register
+
+
+def soft_winners(y: Tensor, temperature: float) -> Tensor:
+    """R = softmax(Y / T) along the neurons: (N,M) -> (N,M)."""
+    return torch.softmax(y / temperature, dim=1)  # (N,M)
 
 
 @define_rule("swta")
-class SWTA(Update):
-    """The SWTA rule: options and float64 per-sample reference."""
+class SWTA(LocalRule):
+    """The SWTA rule: options and float64 per-sample reference (a local rule, A = B = R)."""
 
     summary = "soft winner-takes-all: dW_i = mean_n softmax(y_n/T)_i (x_n - w_i)"
     options: ClassVar[dict[str, Any]] = {"temperature": 0.02}
@@ -34,7 +40,14 @@ class SWTA(Update):
             raise ValueError(f"temperature must be a number > 0, got {self.temperature!r}")
 
     def soft_winners(self, y: Tensor) -> Tensor:
-        return torch.softmax(y / self.temperature, dim=1)  # (N,M)
+        return soft_winners(y, self.temperature)  # (N,M)
+
+    def sample_factors(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        r = self.soft_winners(y)  # (N,M)
+        return r, r
+
+    def factor_flops(self, n: int, m: int) -> float:
+        return 5.0 * n * m  # softmax (max, subtract, exp, sum, divide) and 1ᵀR
 
     def reference(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
         x, y, w = x.double(), y.double(), w.double()
@@ -47,22 +60,7 @@ class SWTA(Update):
 
 
 @register("swta", "fh")
-class SWTAFastHebb(SWTA):
-    """SWTA-FH: the update as one matrix product Rᵀ X."""
+class SWTAFastHebb(LocalFastHebb, SWTA):
+    """SWTA-FH: the update as one matrix product Rᵀ X (shared with the other local rules)."""
 
     summary = "FastHebb matrix form (R^T X - diag(1^T R) W) / N"
-
-    def delta(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
-        r = self.soft_winners(y)  # (N,M)
-        dw = r.T @ x  # (M,N)@(N,D) -> (M,D)
-        dw -= r.sum(0).unsqueeze(1) * w  # diag(1ᵀR) W, (M,1)*(M,D)
-        return dw.div_(x.shape[0])
-
-    def flops(self, n: int, m: int, d: int) -> float:
-        return 2.0 * n * m * d + 5.0 * n * m + 3.0 * m * d
-
-    def bytes_moved(self, n: int, m: int, d: int, itemsize: int) -> float:
-        return float(itemsize) * (n * d + 3 * n * m + 3 * m * d)
-
-    def memory(self, n: int, m: int, d: int, itemsize: int) -> float:
-        return float(itemsize) * (2 * n * m + 2 * m * d)

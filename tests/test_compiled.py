@@ -1,0 +1,61 @@
+"""fh-compiled: compiled once per shape, never silently eager, prepare() outside timing, clear failures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import rule_inputs
+from hebbbench import HebbianLinear, rules
+from hebbbench.numerics import relative_error
+from hebbbench.rules import compiled
+
+
+def product(x, y, w):
+    return y.T @ x - w  # a stand-in update, (M,D)
+
+
+def test_every_new_shape_is_compiled_beyond_dynamos_default_limit(monkeypatch):
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(tuple(example_inputs[0].shape))
+        return gm.forward
+
+    monkeypatch.setattr(compiled, "BACKEND", counting_backend)
+    for n in range(1, 13):  # 12 shapes > the default limit of 8 graphs per function
+        x, y, w = rule_inputs(n + 1, 3, 4, seed=n)
+        torch.testing.assert_close(compiled.call_compiled(product, x, y, w), product(x, y, w))
+        compiled.call_compiled(product, x, y, w)  # the same shape again: no new graph
+    assert len(graphs) == 12
+
+
+def test_compile_failure_raises_unavailable_with_the_reason(monkeypatch):
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(compiled, "BACKEND", broken_backend)
+    x, y, w = rule_inputs(5, 3, 4, seed=0)
+    with pytest.raises(rules.Unavailable, match="could not compile product for cpu.*no C\\+\\+ compiler"):
+        compiled.call_compiled(product, x, y, w)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rule", ["swta", "hpca"])
+def test_prepare_compiles_outside_timing_and_layers_use_it(rule):
+    r = rules.get(rule, impl="fh-compiled")
+    x, y, w = rule_inputs(12, 5, 7, seed=1)
+    try:
+        first = r.prepare(x, y, w)
+    except rules.Unavailable as why:
+        pytest.skip(str(why))
+    seen = len(compiled._SEEN)
+    assert first > 0 and r.prepare(x, y, w) < first  # the second is one compiled call
+    assert len(compiled._SEEN) == seen
+    assert relative_error(r.update(x, y, w), rules.get(rule, impl="fh").update(x, y, w)) < 1e-5
+
+    layer = HebbianLinear(7, 5, rule=rule, impl="fh-compiled", lr=0.1, generator=torch.Generator().manual_seed(0))
+    reference = HebbianLinear(7, 5, rule=rule, impl="fh", lr=0.1, generator=torch.Generator().manual_seed(0))
+    for trained in (layer, reference):  # hebbian_step runs under torch.no_grad()
+        trained.hebbian_step(x)
+    assert relative_error(layer.weight, reference.weight) < 1e-5
