@@ -12,6 +12,7 @@ computes the same ΔW (DESIGN.md §2).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -49,10 +50,31 @@ class HebbianLayer(nn.Module):
 
     @torch.no_grad()
     def hebbian_step(self, inputs: Tensor) -> Tensor:
-        """One Hebbian update on a mini-batch; returns the responses (computed before the update)."""
-        responses = self(inputs)
-        self.apply_update(self.delta(inputs, responses))
-        return responses
+        """One Hebbian update on a mini-batch; returns the responses (computed before the update).
+
+        With an implementation that ``compiles`` (fh-compiled) the whole step — forward,
+        rows, update and apply — runs as one torch.compile graph of the uncompiled form,
+        compiled on the first call for each input shape.
+        """
+        if getattr(self.rule, "compiles", False):
+            return self._compiled_step(inputs)
+        return _step(self, self.rule, inputs)
+
+    def _compiled_step(self, inputs: Tensor) -> Tensor:
+        from torch import _dynamo
+
+        if getattr(self, "_compiled", None) is None or self._compiled[0] is not self.rule:
+            step = torch.compile(functools.partial(_step, self, self.rule.eager_form()), dynamic=False)
+            self._compiled = (self.rule, step)
+        # one graph per layer shape: lift dynamo's limit of 8, and never fall back to eager silently
+        with _dynamo.config.patch(recompile_limit=1024, fail_on_recompile_limit_hit=True):
+            return self._compiled[1](inputs)
+
+
+def _step(layer: HebbianLayer, rule: rules.Update, inputs: Tensor) -> Tensor:
+    responses = layer(inputs)
+    layer.apply_update(layer.delta(inputs, responses, rule))
+    return responses
 
 
 class HebbianLinear(HebbianLayer):
@@ -74,8 +96,8 @@ class HebbianLinear(HebbianLayer):
     def forward(self, inputs: Tensor) -> Tensor:
         return inputs.flatten(1) @ self.weight.T  # (B,D)@(D,M) -> (B,M)
 
-    def delta(self, inputs: Tensor, responses: Tensor) -> Tensor:
-        return self.rule.update(inputs.flatten(1), responses, self.weight)
+    def delta(self, inputs: Tensor, responses: Tensor, rule: rules.Update | None = None) -> Tensor:
+        return (rule or self.rule).update(inputs.flatten(1), responses, self.weight)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rule={self.rule!r}, lr={self.lr}"
@@ -107,8 +129,8 @@ class HebbianConv2d(HebbianLayer):
         """The update's input rows: (B,C,H,W) -> (B*Ho*Wo, C*k*k)."""
         return self.geometry.rows(inputs)
 
-    def delta(self, inputs: Tensor, responses: Tensor) -> Tensor:
-        return self.rule.conv_update(inputs, responses, self.weight_rows, self.geometry)
+    def delta(self, inputs: Tensor, responses: Tensor, rule: rules.Update | None = None) -> Tensor:
+        return (rule or self.rule).conv_update(inputs, responses, self.weight_rows, self.geometry)
 
     def extra_repr(self) -> str:
         g = self.geometry

@@ -123,6 +123,8 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
         row = rows[v.label]
         try:
             p = workload.prepare(v)
+            if p.compile is not None:  # compilation outside timing, reported on its own
+                row["compile_s"] = p.compile()
             _, row["peak_memory_bytes"], row["first_call_s"] = dev.measure_peak(p.call, case.device)
             dw = p.delta()
             err, tol = relative_error(dw, reference), tolerance(case.torch_dtype, rules.lookup(case.rule, v.impl).rtol)
@@ -133,6 +135,8 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
                                                   f"the {case.dtype} tolerance {tol:.0e}")
                 continue
             prepared[v.label] = p
+        except rules.Unavailable as exc:  # cannot run here (no compiler, package, ...): said, never faked
+            row.update(status="skipped", reason=_one_line(exc))
         except Exception as exc:
             row.update(status="oom" if dev.is_out_of_memory(exc) else "error", reason=_one_line(exc))
             dev.release(case.device, collect=True)

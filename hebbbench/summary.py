@@ -23,8 +23,16 @@ def cell(row: pd.Series) -> str:
     return format_seconds(row["median_s"]) + mark
 
 
+#: above this many implementations the summary shows the baseline, fh and the fastest other one.
+MAX_COLUMNS = 4
+
+
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """One line per (device, dtype, rule, layer, batch, what): each label's time, then its speedup."""
+    """One line per (device, dtype, rule, layer, batch, what): implementation times and speedups.
+
+    With up to MAX_COLUMNS implementations, each has a column; with more, the baseline,
+    fh and the fastest other implementation (the rest is in results.csv and the report).
+    """
     if frame.empty:
         return pd.DataFrame()
     keys = ["device", "dtype", "rule", "layer", "batch", "what"]
@@ -33,11 +41,22 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for key, group in frame.groupby(keys, sort=False):
         line = dict(zip(keys, key))
         by_label = {r["label"]: r for _, r in group.iterrows()}
-        for label in labels:
+        base = next((r["baseline"] for r in by_label.values() if isinstance(r["baseline"], str)), "")
+        if len(labels) <= MAX_COLUMNS:
+            shown = labels
+        else:
+            ok = [r for r in by_label.values() if r["status"] == "ok" and r["label"] not in (base, "fh")]
+            best = min(ok, key=lambda r: r["median_s"], default=None)
+            shown = [base, "fh"]
+            line["fastest other"] = best["label"] if best is not None else "-"
+            if best is not None:
+                by_label = {**by_label, "fastest": best}
+                shown.append("fastest")
+        for label in shown:
             line[label] = cell(by_label[label]) if label in by_label else ""
-        for label in labels:
+        for label in shown:
             r = by_label.get(label)
-            if r is not None and r["label"] != r["baseline"] and pd.notna(r.get("speedup")):
+            if r is not None and r["label"] != base and pd.notna(r.get("speedup")):
                 line[f"{label} x"] = f"{r['speedup']:.1f}x"
         lines.append(line)
     return pd.DataFrame(lines).fillna("")
@@ -52,9 +71,11 @@ def summary_tables(frame: pd.DataFrame, title: str = "hebbbench results") -> lis
     for (device, dtype), part in summary.groupby(["device", "dtype"], sort=False):
         part = part.drop(columns=["device", "dtype"]).loc[:, lambda f: (f != "").any()]
         table = Table(title=f"{title} — {device}, {dtype}",
-                      caption="x: speedup = median(baseline) / median(impl); ~ noisy (IQR/median > 10 %)")
+                      caption="x: speedup = median(baseline) / median(impl); ~ noisy (IQR/median > 10 %); "
+                              "every implementation's numbers are in results.csv")
         for column in part.columns:
-            table.add_column(str(column), justify="left" if column in ("rule", "layer", "what") else "right")
+            table.add_column(str(column), justify="left" if column in ("rule", "layer", "what", "fastest other")
+                             else "right")
         for _, line in part.iterrows():
             table.add_row(*(str(v) for v in line))
         tables.append(table)

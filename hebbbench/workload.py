@@ -15,6 +15,7 @@ implementation's cost model plus the layer's own work.
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,11 +94,16 @@ def build_layer(case: Case, variant: Variant, weight: Tensor) -> HebbianLayer:
 
 @dataclass
 class Prepared:
-    """The timed call of one variant, the state reset before each sample, and its ΔW for the check."""
+    """The timed call of one variant, the state reset before each sample, and its ΔW for the check.
+
+    ``compile`` (implementations that compile code) does the compilation for this case's
+    shapes outside timing and returns its seconds.
+    """
 
     call: Callable[[], object]
     reset: Callable[[], object] | None
     delta: Callable[[], Tensor]
+    compile: Callable[[], float] | None = None
 
 
 class CaseWorkload:
@@ -140,7 +146,8 @@ class CaseWorkload:
             else:
                 def call() -> Tensor:
                     return rule.update(x, y, w)
-            return Prepared(call=torch.no_grad()(call), reset=None, delta=torch.no_grad()(call))
+            compile_ = (lambda: rule.prepare(x, y, w)) if rule.compiles else None
+            return Prepared(call=torch.no_grad()(call), reset=None, delta=torch.no_grad()(call), compile=compile_)
 
         layer = build_layer(case, variant, self.w0)
         images, w0 = self.images, self.w0
@@ -154,4 +161,13 @@ class CaseWorkload:
             reset()
             return layer.delta(images, layer(images))
 
-        return Prepared(call=lambda: layer.hebbian_step(images), reset=reset, delta=delta)
+        def compile_step() -> float:
+            reset()
+            start = time.perf_counter()
+            layer.hebbian_step(images)
+            if images.device.type == "cuda":
+                torch.cuda.synchronize(images.device)
+            return time.perf_counter() - start
+
+        return Prepared(call=lambda: layer.hebbian_step(images), reset=reset, delta=delta,
+                        compile=compile_step if layer.rule.compiles else None)

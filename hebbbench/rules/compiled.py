@@ -101,6 +101,11 @@ class Compiled:
             torch.cuda.synchronize(out.device)
         return time.perf_counter() - start
 
+    def eager_form(self):
+        """The same update uncompiled (the registered class this one compiles), for a compiled layer step."""
+        parent = next(c for c in type(self).__mro__[1:] if getattr(c, "impl", "") and not issubclass(c, Compiled))
+        return parent(**self.option_values())
+
 
 @register("swta", "fh-compiled")
 class SWTACompiled(Compiled, SWTAFastHebb):
