@@ -48,3 +48,16 @@ def test_layer_rejects_bad_arguments():
         HebbianLinear(4, 2, lr=0)
     with pytest.raises(ValueError, match="out_features must be an integer >= 1"):
         HebbianLinear(4, 0)
+
+
+@pytest.mark.slow
+def test_compiled_step_equals_eager_step():
+    """fh-compiled compiles the whole layer step (forward, rows, update, apply) as one graph."""
+    def trained(impl):
+        layer = HebbianConv2d(3, 4, 3, rule="hpca", impl=impl, lr=0.1, generator=torch.Generator().manual_seed(3))
+        images = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(4))
+        for _ in range(2):
+            layer.hebbian_step(images)
+        return layer.weight
+
+    assert relative_error(trained("fh-compiled"), trained("fh")) < 1e-5

@@ -191,3 +191,12 @@ def test_worker_process_path_writes_the_same_rows(tmp_path):
     assert len(frame) == 8 * 2 and set(frame["status"]) == {"ok"}
     env = json.loads((tmp_path / "w" / "env.json").read_text())
     assert "cpu/float32" in env["ceilings"] and not env.get("failures")
+
+
+@pytest.mark.slow
+def test_compile_time_is_reported_apart_from_timing(tmp_path):
+    frame = hebbbench.run(config=TINY, out=tmp_path / "c", rules=["hpca"], impls=["fh", "fh-compiled"],
+                          batch_sizes=[2])
+    compiled = frame[frame["label"] == "fh-compiled"]
+    assert set(compiled["status"]) == {"ok"} and (compiled["compile_s"] > 0).all()
+    assert frame[frame["label"] == "fh"]["compile_s"].isna().all()
