@@ -4,7 +4,9 @@
 - memory: bytes/s of one large copy (read + write: 2 × its size).
 
 Achieved FLOP/s and bytes/s of every implementation are reported against these, and
-they give the predicted time of a case: max(FLOPs / peak FLOP/s, bytes / peak bytes/s).
+they give the predicted time of a case, max(FLOPs / peak FLOP/s, bytes / peak bytes/s), and the
+roofline: the attainable FLOP/s of work with arithmetic intensity I = FLOPs / bytes is
+min(peak FLOP/s, I × peak bytes/s) (Williams, Waterman, Patterson, CACM 2009).
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ class Ceilings:
 
     def predicted_seconds(self, flops: float, nbytes: float) -> float:
         return max(flops / self.matmul_flop_per_s, nbytes / self.copy_byte_per_s)
+
+    def attainable(self, flops: float, nbytes: float) -> float:
+        """The roofline: min(peak FLOP/s, arithmetic intensity × peak bytes/s) for this work."""
+        intensity = flops / nbytes if nbytes > 0 else float("inf")
+        return min(self.matmul_flop_per_s, intensity * self.copy_byte_per_s)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -48,6 +48,7 @@ Str = Optional[str]
 def run(
     preset: Annotated[Str, typer.Option("--preset", "-p", help="Preset grid (hebbbench list); default quick.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A grid TOML file.")] = None,
+    sweeps: Annotated[Str, typer.Option(help="Keep only these sweeps of the grid (patterns).")] = None,
     rules: Annotated[Str, typer.Option(help="Rules, comma separated (fnmatch patterns).")] = None,
     impls: Annotated[Str, typer.Option(help="Implementations, comma separated (patterns; !x excludes).")] = None,
     what: Annotated[Str, typer.Option(help="update, step or both.")] = None,
@@ -71,7 +72,7 @@ def run(
     from hebbbench import api
     from hebbbench.summary import summary_tables
 
-    grid_args = dict(rules=split(rules), impls=split(impls), what=split(what),
+    grid_args = dict(sweeps=split(sweeps), rules=split(rules), impls=split(impls), what=split(what),
                      batch_sizes=split_ints(batch_sizes, "batch sizes"), dtypes=split(dtypes),
                      devices=split(devices), group_size=split_ints(group_size, "group sizes"))
     if dry_run:

@@ -360,11 +360,18 @@ class Grid:
     # -- overrides --------------------------------------------------------------------
     def override(self, **changes: Any) -> "Grid":
         """Replace a sweep field (rules, impls, what, dtypes, devices, batch_sizes) in every sweep;
-        ``group_size`` sets the option of every implementation that takes one."""
+        ``group_size`` sets the option of every implementation that takes one; ``sweeps`` keeps
+        the sweeps whose names match."""
         sweeps = list(self.sweeps)
         options = {k: dict(v) for k, v in self.options.items()}
         for key, value in changes.items():
             if value is None:
+                continue
+            if key == "sweeps":
+                kept = [s for s in sweeps if matches(s.name, tuple(value))]
+                if not kept:
+                    raise UserError(f"no sweep matches {list(value)}; sweeps: {', '.join(s.name for s in sweeps)}")
+                sweeps = kept
                 continue
             if key == "group_size":
                 for impl in rules.impls():

@@ -32,7 +32,7 @@ COLUMNS = [
     "baseline", "layer", "layer_kind", "layer_spec", "batch", "n", "m", "d", "dtype", "device",
     "device_name", "threads", "what", "status", "reason", "error", "tolerance", "median_s", "q1_s",
     "q3_s", "iqr_s", "rel_iqr", "noisy", "n_samples", "speedup", "speedup_lo", "speedup_hi",
-    "flops", "bytes", "flop_per_s", "byte_per_s", "peak_memory_bytes", "memory_method",
+    "flops", "bytes", "flop_per_s", "byte_per_s", "pct_of_attainable", "peak_memory_bytes", "memory_method",
     "predicted_memory_bytes", "predicted_s", "compile_s", "first_call_s", "finished_at",
 ]
 STATUSES = ("ok", "wrong", "oom", "skipped", "error")

@@ -163,6 +163,7 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
         if row["status"] == "ok" and row.get("median_s"):
             row["flop_per_s"] = row["flops"] / row["median_s"]
             row["byte_per_s"] = row["bytes"] / row["median_s"]
+            row["pct_of_attainable"] = 100.0 * row["flop_per_s"] / ceilings.attainable(row["flops"], row["bytes"])
     return list(rows.values()), samples
 
 

@@ -37,6 +37,7 @@ def test_tiny_run_writes_every_case(tiny_run):
     assert not frame.duplicated(["case_id", "label"]).any()
     assert (frame["n_samples"] >= 3).all() and (frame["median_s"] > 0).all()
     assert (frame["error"] < 1e-5).all() and (frame["flops"] > 0).all()
+    assert (frame["pct_of_attainable"] > 0).all()
     base = frame[frame["label"] == "naive(G=3)"]
     assert (base["speedup"] == 1.0).all()
     fh = frame[frame["label"] == "fh"]
@@ -146,7 +147,7 @@ def test_resume_after_kill_neither_repeats_nor_misses(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--preset", "nope"], "unknown preset 'nope'; allowed: paper, quick, scaling"),
+    (["--preset", "nope"], "unknown preset 'nope'; allowed: beyond, paper, quick, scaling"),
     (["--rules", "nope"], "unknown rule 'nope'"),
     (["--impls", "nope"], "unknown impl 'nope'"),
     (["--dtypes", "float8"], "unknown dtype 'float8'"),
