@@ -65,8 +65,14 @@ def run(
     imports: Annotated[Optional[list[str]], typer.Option("--import", help="Module registering your own implementations.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the grid and predicted memory; run nothing.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    report: Annotated[bool, typer.Option("--report/--no-report",
+                                         help="Write the report at the end, into ./reports/<run-id>/ (relative to "
+                                              "the current folder, wherever --out puts the results).")] = True,
 ) -> None:
-    """Time every implementation on a grid of layers, batch sizes, dtypes and devices."""
+    """Time every implementation on a grid of layers, batch sizes, dtypes and devices.
+
+    Results go to ./results/<run-id>/ (or --out), the report to ./reports/<run-id>/ (hebbbench report).
+    """
     from hebbbench import api
     from hebbbench.summary import summary_tables
 
@@ -90,6 +96,30 @@ def run(
     for table in summary_tables(frame, title=frame.attrs["path"]):
         out_console.print(table)
     out_console.print(f"results in {frame.attrs['path']}")
+    if report:
+        from hebbbench.reports import build
+
+        written = build([frame.attrs["path"]])
+        out_console.print(f"report in {written.path} (report.md, report.html, {len(written.figures)} figures)")
+
+
+@app.command("report")
+def report_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Result set folders (each with results.csv and env.json).",
+                                                   show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(help="Report folder (default ./reports/<run-id>, or the run ids "
+                                                     "joined by + for several sets).")] = None,
+) -> None:
+    """Figures, tables and environment of one or several result sets: report.md, report.html, PNG and SVG.
+
+    Several sets (e.g. a CPU run and a GPU run) are merged, one panel per device/run and dtype.
+    """
+    from hebbbench.reports import build
+
+    written = build(run_dirs, out=out)
+    for stem, why in written.omitted.items():
+        err_console.print(f"{stem}: not drawn: {why}", markup=False, highlight=False)
+    out_console.print(f"report in {written.path} (report.md, report.html, {len(written.figures)} figures)")
 
 
 @app.command("list")
