@@ -122,6 +122,54 @@ def report_command(
     out_console.print(f"report in {written.path} (report.md, report.html, {len(written.figures)} figures)")
 
 
+@app.command()
+def profile(
+    rule: Annotated[str, typer.Option(help="Rule, e.g. hpca.")],
+    layer: Annotated[str, typer.Option(help="conv:C_in,C_out,kernel,input[,stride,padding], linear:D,M, or a "
+                                            "preset's layer PRESET:SWEEP/LAYER (e.g. paper:6layer/conv2).")],
+    impl: Annotated[str, typer.Option(help="Implementation, e.g. fh, naive, loop.")] = "fh",
+    batch: Annotated[Optional[int], typer.Option(help="Batch size (default: the preset sweep's, for a "
+                                                      "preset's layer).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, float64, bfloat16, float16.")] = "float32",
+    what: Annotated[str, typer.Option(help="update (the rule's ΔW) or step (a training step of the layer).")] = "update",
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Rule or implementation option "
+                                                        "KEY=VALUE, e.g. group_size=8; repeatable.")] = None,
+    tool: Annotated[str, typer.Option(help="torch (Chrome trace and operator table) or py-spy (speedscope "
+                                           "and flame graph; pip install 'hebbbench[profile]').")] = "torch",
+    repeat: Annotated[int, typer.Option(help="torch: calls profiled (after 2 warm-up calls).")] = 5,
+    seconds: Annotated[float, typer.Option(help="py-spy: seconds the case is called in the recorded process "
+                                               "(after importing torch and building the inputs).")] = 5.0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic inputs.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (torch.set_num_threads).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default ./profiles/<case>/).")] = None,
+) -> None:
+    """Run one case under a profiler: the same inputs and call that hebbbench run times."""
+    from hebbbench import profiling
+
+    if tool not in profiling.TOOLS:
+        raise UserError(f"unknown tool {tool!r}; allowed: {', '.join(profiling.TOOLS)}")
+    if repeat < 1 or seconds <= 0 or (threads is not None and threads < 1):
+        raise UserError("--repeat and --threads must be >= 1 and --seconds > 0")
+    spec, preset_batch = profiling.parse_layer(layer)
+    if batch is None and preset_batch is None:
+        raise UserError("give --batch (the batch size) for a conv: or linear: layer")
+    target = profiling.Target(rule=rule, impl=impl, layer=spec, batch=batch or preset_batch,
+                              device=profiling.resolve_device(device), dtype=dtype, what=what,
+                              options=profiling.parse_options(option), seed=seed, threads=threads)
+    profiling.check(target)
+    folder = out or profiling.PROFILES / target.slug
+    if tool == "torch":
+        files, table = profiling.profile_torch(target, folder, repeat=repeat)
+        out_console.print(table, markup=False, highlight=False, soft_wrap=True)
+    else:
+        if profiling.find_py_spy() is None:
+            raise UserError(profiling.PY_SPY_MISSING)
+        files = profiling.profile_py_spy(target, folder, seconds=seconds)
+    (folder / "case.json").write_text(target.as_json() + "\n")
+    out_console.print("wrote " + ", ".join(str(f) for f in files))
+
+
 @app.command("list")
 def list_things() -> None:
     """Presets, rules and implementations, and the devices seen here."""
