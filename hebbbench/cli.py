@@ -118,7 +118,7 @@ def report_command(
 
     written = build(run_dirs, out=out)
     for stem, why in written.omitted.items():
-        err_console.print(f"{stem}: not drawn: {why}", markup=False, highlight=False)
+        err_console.print(f"{stem}: not drawn: {why}", markup=False, highlight=False, soft_wrap=True)
     out_console.print(f"report in {written.path} (report.md, report.html, {len(written.figures)} figures)")
 
 

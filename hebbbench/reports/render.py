@@ -72,13 +72,16 @@ def times(value: float) -> str:
     return f"{value:.3g}×" if value < 100 else f"{value:.0f}×"
 
 
-def speedup_cell(row: pd.Series) -> str:
+def speedup_cell(row: pd.Series, baseline_status: str | None = None) -> str:
+    """The speedup and its interval; for a timed variant without one, why (e.g. the baseline was skipped)."""
     if row["status"] != "ok":
         return DASH
     if row["label"] == row["baseline"]:
         return "1× (baseline)"
     if pd.isna(row["speedup"]):
-        return DASH
+        if not row["baseline"]:
+            return f"{DASH} (no baseline)"
+        return f"{DASH} ({row['baseline']} {baseline_status or 'absent'})"
     text = times(row["speedup"])
     if pd.notna(row["speedup_lo"]) and pd.notna(row["speedup_hi"]):
         text += f" [{row['speedup_lo']:.3g}, {row['speedup_hi']:.3g}]"
@@ -161,8 +164,10 @@ def results_tables(data: Data) -> list[Any]:
     for origin, dtype in data.panels():
         part = frame[(frame["origin"] == origin) & (frame["dtype"] == dtype)]
         blocks.append(Heading(f"{data.title(origin, dtype).splitlines()[0]} — {origin}", 3))
+        base_status = {r["case_id"]: r["status"] for _, r in part[part["label"] == part["baseline"]].iterrows()}
         rows = [[r["rule"], r["layer_key"], str(r["batch"]), r["what"], r["label"], median_cell(r), iqr_cell(r),
-                 speedup_cell(r), status_cell(r), "noisy" if r["noisy"] else "", error_cell(r)]
+                 speedup_cell(r, base_status.get(r["case_id"])), status_cell(r), "noisy" if r["noisy"] else "",
+                 error_cell(r)]
                 for _, r in part.iterrows()]
         blocks.append(Table(["rule", "layer", "B", "what", "implementation", "median", "IQR (of median)",
                              "speedup [95 % CI]", "status", "noisy", "rel. error vs fh float64"], rows,
