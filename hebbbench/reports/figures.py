@@ -263,7 +263,8 @@ def speedup(data: Data) -> Made:
             everything = frame[(frame["origin"] == origin) & (frame["dtype"] == dtype) & (frame["what"] == what)]
             for layer in dict.fromkeys(everything["layer_key"]):
                 if layer not in {c[0] for c in chosen}:
-                    missing.append(f"{layer} ({what}, {origin}): "
+                    where = what if len(panels) == 1 else f"{what}, {origin}"
+                    missing.append(f"{layer} ({where}): "
                                    + no_speedup_reason(everything[everything["layer_key"] == layer]))
     caption = ("Speedup = median time of the baseline / median time of fh, measured interleaved in one process; "
                "error bars: bootstrap 95 % interval. Each layer at its largest batch size B with a speedup for "
@@ -615,8 +616,9 @@ def heatmap(data: Data) -> Made:
             ax.set_xlabel("batch size B")
             ax.set_ylabel("layer")
             panel_title(ax, data, origin, dtype, f"{rule}, {what}")
-    ticks = [t for t in (0.001, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
-             if abs(math.log10(t)) <= bound]
+    series = ((0.001, 0.01, 0.1, 1, 10, 100, 1000) if bound > 1.5 else
+              (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100))
+    ticks = [t for t in series if abs(math.log10(t)) <= bound]
     bar = fig.colorbar(image, ax=axes, shrink=0.9, aspect=30, ticks=[math.log10(t) for t in ticks])
     bar.ax.set_yticklabels([times_label(t) for t in ticks])
     bar.set_label("speedup of fh (×, log scale)")
