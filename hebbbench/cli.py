@@ -132,7 +132,8 @@ def profile(
                                                       "preset's layer).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, float64, bfloat16, float16.")] = "float32",
-    what: Annotated[str, typer.Option(help="update (the rule's ΔW) or step (a training step of the layer).")] = "update",
+    what: Annotated[str, typer.Option(help="update (the rule's ΔW) or step (a training step of the "
+                                           "layer).")] = "update",
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Rule or implementation option "
                                                         "KEY=VALUE, e.g. group_size=8; repeatable.")] = None,
     tool: Annotated[str, typer.Option(help="torch (Chrome trace and operator table) or py-spy (speedscope "
@@ -154,7 +155,7 @@ def profile(
     spec, preset_batch = profiling.parse_layer(layer)
     if batch is None and preset_batch is None:
         raise UserError("give --batch (the batch size) for a conv: or linear: layer")
-    target = profiling.Target(rule=rule, impl=impl, layer=spec, batch=batch or preset_batch,
+    target = profiling.Target(rule=rule, impl=impl, layer=spec, batch=batch if batch is not None else preset_batch,
                               device=profiling.resolve_device(device), dtype=dtype, what=what,
                               options=profiling.parse_options(option), seed=seed, threads=threads)
     profiling.check(target)
@@ -163,8 +164,6 @@ def profile(
         files, table = profiling.profile_torch(target, folder, repeat=repeat)
         out_console.print(table, markup=False, highlight=False, soft_wrap=True)
     else:
-        if profiling.find_py_spy() is None:
-            raise UserError(profiling.PY_SPY_MISSING)
         files = profiling.profile_py_spy(target, folder, seconds=seconds)
     (folder / "case.json").write_text(target.as_json() + "\n")
     out_console.print("wrote " + ", ".join(str(f) for f in files))

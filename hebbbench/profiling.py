@@ -147,7 +147,9 @@ class Target:
     @property
     def slug(self) -> str:
         case = self.case()
-        text = f"{case.rule_label}-{case.variants[0].label}-{self.layer.name}-b{self.batch}-{self.device}-{self.dtype}-{self.what}"
+        parts = (case.rule_label, case.variants[0].label, self.layer.name, f"b{self.batch}", self.device, self.dtype,
+                 self.what)
+        text = "-".join(parts)
         return re.sub(r"[^\w.=+-]+", "_", text.replace("->", "-")).strip("_")
 
     def as_json(self) -> str:

@@ -89,6 +89,7 @@ def test_profile_without_py_spy_names_the_extra(tmp_path, monkeypatch, capsys):
     (["--option", "nope"], "expected KEY=VALUE"),
     (["--dtype", "float8"], "unknown dtype 'float8'"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--batch", "0"], "batch size must be a positive integer, got 0"),
 ])
 def test_profile_bad_input_is_one_line_exit_2(monkeypatch, capsys, args, message):
     code, _, err = run_cli(monkeypatch, capsys, "profile", "--rule", "hpca", "--layer", "linear:8,4", "--batch", "2",

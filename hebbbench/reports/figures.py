@@ -289,7 +289,8 @@ def speedup_vs_batch(data: Data) -> Made:
     layers = list(dict.fromkeys(rows["layer_key"]))
     layer_color = {layer: f"C{i % 10}" for i, layer in enumerate(layers)}
     # layers' points at one batch size are spread a little sideways, so their error bars stay apart
-    dodge = {layer: 2 ** (0.08 * (i - (len(layers) - 1) / 2) / max(1, len(layers) / 4)) for i, layer in enumerate(layers)}
+    step = 0.08 / max(1, len(layers) / 4)  # in octaves of batch size
+    dodge = {layer: 2 ** (step * (i - (len(layers) - 1) / 2)) for i, layer in enumerate(layers)}
     for j, ((origin, dtype), rule) in enumerate(columns):
         for i, what in enumerate(what_list):
             ax = axes[i, j]
@@ -536,7 +537,8 @@ def ceilings(data: Data) -> Made:
                     f"matmul ceiling {si(ceiling['matmul_flop_per_s'], 'FLOP/s')} "
                     f"({ceiling['matmul_size']}² product)", "achieved FLOP/s / matmul ceiling"),
                    ("byte_per_s", ceiling["copy_byte_per_s"], "B/s",
-                    f"copy ceiling {si(ceiling['copy_byte_per_s'], 'B/s')} ({ceiling['copy_bytes'] / 2**20:.0f} MiB copy)",
+                    f"copy ceiling {si(ceiling['copy_byte_per_s'], 'B/s')} "
+                    f"({ceiling['copy_bytes'] / 2**20:.0f} MiB copy)",
                     "achieved bytes/s / copy ceiling")]
         for i, (column, peak, unit, line_label, y_label) in enumerate(metrics):
             ax = axes[i, j]

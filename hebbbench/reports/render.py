@@ -189,8 +189,8 @@ def environment_blocks(data: Data, argv_for_report: list[str]) -> list[Any]:
             + (f", driver {g['smi_driver_version']}" if g.get("smi_driver_version") else "") + ")"
             for g in gpus) or "none"
         cuda = env.get("cuda")
-        cuda_text = (f"{cuda} (torch built with it; {'a device was available' if env.get('cuda_available') else 'no CUDA device available'})"
-                     if cuda else "none (CPU-only torch)")
+        available = "a device was available" if env.get("cuda_available") else "no CUDA device available"
+        cuda_text = f"{cuda} (torch built with it; {available})" if cuda else "none (CPU-only torch)"
         thread_vars = ", ".join(f"{k}={v}" for k, v in (env.get("thread_variables") or {}).items()) or "none set"
         settings = source.env.get("settings", {})
         rows = [
@@ -230,7 +230,8 @@ def environment_blocks(data: Data, argv_for_report: list[str]) -> list[Any]:
             blocks.append(Table(
                 ["device/dtype", "matrix product", "FLOP/s", "copy", "bytes/s"],
                 [[key, f"{c['matmul_size']}×{c['matmul_size']} @ {c['matmul_size']}×{c['matmul_size']}",
-                  f"{c['matmul_flop_per_s'] / 1e9:.1f} G", _bytes(c["copy_bytes"]), f"{c['copy_byte_per_s'] / 1e9:.2f} G"]
+                  f"{c['matmul_flop_per_s'] / 1e9:.1f} G", _bytes(c["copy_bytes"]),
+                  f"{c['copy_byte_per_s'] / 1e9:.2f} G"]
                  for key, c in ceilings.items()], align="llrlr"))
     blocks.append(Heading("Regenerating this report", 3))
     blocks.append(Code(_command_text(argv_for_report)))
@@ -258,7 +259,8 @@ def _bytes(value: Any) -> str:
 def glossary() -> Paragraph:
     return Paragraph(
         "Times are medians of interleaved samples in one process (A B A B …); IQR: interquartile range, in "
-        f"brackets as a fraction of the median; *noisy*: IQR above {100 * NOISY_REL_IQR:.0f} % of the median. Speedup = "
+        f"brackets as a fraction of the median; *noisy*: IQR above {100 * NOISY_REL_IQR:.0f} % of the median. "
+        "Speedup = "
         "median(baseline) / median(implementation) with a bootstrap 95 % interval. Every implementation's ΔW was "
         "checked against the FastHebb form in float64 before it was timed (relative Frobenius error); *wrong*, "
         "*oom*, *skipped* and *error* variants were not timed and carry their reason.")
