@@ -78,7 +78,8 @@ def colors(data: Data) -> dict[str, str]:
 
 
 def rule_marker(rule: str) -> str:
-    return RULE_MARKERS.get(rule, "D")
+    """The marker of a rule, e.g. swta(T=0.1) -> swta's."""
+    return RULE_MARKERS.get(rule.split("(")[0], "D")
 
 
 def ok(frame: pd.DataFrame) -> pd.DataFrame:
@@ -164,9 +165,11 @@ def speedup_axis(ax) -> None:
     ax.axhline(1.0, color="0.35", linestyle="--", linewidth=1, zorder=0)
 
 
-def ylim_with(ax, values: list[float], must: tuple[float, ...] = (1.0,), pad: float = 1.6) -> None:
+def ylim_with(ax, values: list[float], must: tuple[float, ...] = (1.0,), pad: float = 1.6,
+              top_pad: float | None = None) -> None:
+    """Log y limits around ``values`` (and ``must``), with room above for labels when ``top_pad``."""
     values = [v for v in values if v and math.isfinite(v) and v > 0] + list(must)
-    ax.set_ylim(min(values) / pad, max(values) * pad)
+    ax.set_ylim(min(values) / pad, max(values) * (top_pad or pad))
 
 
 def legend_outside(ax, **kwargs) -> None:
@@ -214,11 +217,12 @@ def speedup(data: Data) -> Made:
     panels = data.panels(rows)
     what_list = whats(rows)
     layers_all = list(dict.fromkeys(rows["layer_key"]))
-    width = max(PANEL_W, 1.4 + 0.55 * len(layers_all) * max(1, rows["rule"].nunique()) ** 0.5)
+    width = max(PANEL_W, 2.2 + 0.3 * len(layers_all) * max(2, rows["rule"].nunique()))
     fig, axes = new_figure(len(what_list), len(panels), f"Speedup of fh over {baseline_text(rows)} per layer",
                            panel_w=width, panel_h=PANEL_H + 0.3)
     rules_all = sorted(set(rows["rule"]))
-    offsets = {r: (i - (len(rules_all) - 1) / 2) * 0.22 for i, r in enumerate(rules_all)}
+    spacing = min(0.3, 0.75 / len(rules_all))
+    offsets = {r: (i - (len(rules_all) - 1) / 2) * spacing for i, r in enumerate(rules_all)}
     missing = []
     for j, (origin, dtype) in enumerate(panels):
         for i, what in enumerate(what_list):
@@ -244,13 +248,14 @@ def speedup(data: Data) -> Made:
                     values.append(s)
                     xi = x + offsets[r["rule"]]
                     ax.errorbar([xi], [s], yerr=err, fmt=rule_marker(r["rule"]), color=f"C{rules_all.index(r['rule'])}",
-                                capsize=3, markersize=6, label=r["rule"])
-                    ax.annotate(times_label(s), (xi, s), xytext=(5, 0), textcoords="offset points",
-                                fontsize=7, va="center")
+                                capsize=3, markersize=6)
+                    top = hi if pd.notna(hi) else s  # the value above its interval: clear of its neighbours
+                    ax.annotate(times_label(s), (xi, top), xytext=(0, 3), textcoords="offset points",
+                                fontsize=7, ha="center", va="bottom")
             ax.set_xticks(range(len(chosen)), [f"{layer}\nB={batch}" for layer, batch, _ in chosen], fontsize=8,
                           rotation=30 if len(chosen) > 6 else 0, ha="right" if len(chosen) > 6 else "center")
             ax.set_xlim(-0.6, max(len(chosen) - 0.4, 0.6))
-            ylim_with(ax, values)
+            ylim_with(ax, values, top_pad=2.8)
             speedup_axis(ax)
             ax.set_ylabel(f"speedup (×), {what}")
             ax.grid(axis="y", alpha=0.3)

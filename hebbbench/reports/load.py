@@ -8,6 +8,7 @@ report says so and shows them side by side.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from hebbbench.errors import UserError
+from hebbbench.grid import Variant
 from hebbbench.results import ResultSet
 
 #: separates the run id and the device in ``origin``.
@@ -48,7 +50,8 @@ class Data:
     """The merged rows of one or several result sets, with the columns the figures use.
 
     Added columns: ``origin`` (run id · device), ``layer_key`` (the layer's name, or
-    sweep/name where names repeat across sweeps), ``work`` (N·M·D), ``torch``.
+    sweep/name where names repeat across sweeps), ``work`` (N·M·D), ``torch``; ``rule``
+    carries the rule's options, e.g. swta(T=0.1), so that variants of a rule stay apart.
     """
 
     sources: list[Source]
@@ -131,6 +134,7 @@ def load(paths: list[str | Path]) -> Data:
     for column in ("reason", "baseline"):  # text, "" where empty (an all-empty column reads as floats)
         frame[column] = frame[column].map(lambda v: "" if pd.isna(v) else str(v))
     frame["layer_key"] = layer_keys(frame)
+    frame["rule"] = [rule_label(r, o) for r, o in zip(frame["rule"], frame["rule_options"])]
     data = Data(sources, frame)
     grids = {s.grid_name for s in sources}
     if len(sources) > 1 and len({_grid_signature(s.env) for s in sources}) > 1:
@@ -148,6 +152,15 @@ def load(paths: list[str | Path]) -> Data:
 def _grid_signature(env: dict[str, Any]) -> str:
     grid = dict(env.get("grid", {}))
     return repr({k: v for k, v in grid.items() if k not in ("description",)})
+
+
+def rule_label(rule: str, options: Any) -> str:
+    """The rule with its options as in case ids, e.g. swta(T=0.1); the name alone without options."""
+    try:
+        parsed = json.loads(options) if isinstance(options, str) and options else {}
+    except json.JSONDecodeError:
+        parsed = {}
+    return Variant(rule, tuple(sorted(parsed.items()))).label
 
 
 def layer_keys(frame: pd.DataFrame) -> pd.Series:
