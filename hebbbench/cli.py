@@ -67,8 +67,14 @@ def run(
     shard: Annotated[Str, typer.Option(help="Run the i-th of n disjoint parts of the grid, e.g. 1/4.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the grid and predicted memory; run nothing.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    report: Annotated[bool, typer.Option("--report/--no-report",
+                                         help="Write the report at the end, into ./reports/<run-id>/ (relative to "
+                                              "the current folder, wherever --out puts the results).")] = True,
 ) -> None:
-    """Time every implementation on a grid of layers, batch sizes, dtypes and devices."""
+    """Time every implementation on a grid of layers, batch sizes, dtypes and devices.
+
+    Results go to ./results/<run-id>/ (or --out), the report to ./reports/<run-id>/ (hebbbench report).
+    """
     from hebbbench import api
     from hebbbench.summary import summary_tables
 
@@ -92,6 +98,77 @@ def run(
     for table in summary_tables(frame, title=frame.attrs["path"]):
         out_console.print(table)
     out_console.print(f"results in {frame.attrs['path']}")
+    if report:
+        from hebbbench.reports import build
+
+        written = build([frame.attrs["path"]])
+        out_console.print(f"report in {written.path} (report.md, report.html, {len(written.figures)} figures)")
+
+
+@app.command("report")
+def report_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Result set folders (each with results.csv and env.json).",
+                                                   show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(help="Report folder (default ./reports/<run-id>, or the run ids "
+                                                     "joined by + for several sets).")] = None,
+) -> None:
+    """Figures, tables and environment of one or several result sets: report.md, report.html, PNG and SVG.
+
+    Several sets (e.g. a CPU run and a GPU run) are merged, one panel per device/run and dtype.
+    """
+    from hebbbench.reports import build
+
+    written = build(run_dirs, out=out)
+    for stem, why in written.omitted.items():
+        err_console.print(f"{stem}: not drawn: {why}", markup=False, highlight=False, soft_wrap=True)
+    out_console.print(f"report in {written.path} (report.md, report.html, {len(written.figures)} figures)")
+
+
+@app.command()
+def profile(
+    rule: Annotated[str, typer.Option(help="Rule, e.g. hpca.")],
+    layer: Annotated[str, typer.Option(help="conv:C_in,C_out,kernel,input[,stride,padding], linear:D,M, or a "
+                                            "preset's layer PRESET:SWEEP/LAYER (e.g. paper:6layer/conv2).")],
+    impl: Annotated[str, typer.Option(help="Implementation, e.g. fh, naive, loop.")] = "fh",
+    batch: Annotated[Optional[int], typer.Option(help="Batch size (default: the preset sweep's, for a "
+                                                      "preset's layer).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, float64, bfloat16, float16.")] = "float32",
+    what: Annotated[str, typer.Option(help="update (the rule's ΔW) or step (a training step of the "
+                                           "layer).")] = "update",
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Rule or implementation option "
+                                                        "KEY=VALUE, e.g. group_size=8; repeatable.")] = None,
+    tool: Annotated[str, typer.Option(help="torch (Chrome trace and operator table) or py-spy (speedscope "
+                                           "and flame graph; pip install 'hebbbench[profile]').")] = "torch",
+    repeat: Annotated[int, typer.Option(help="torch: calls profiled (after 2 warm-up calls).")] = 5,
+    seconds: Annotated[float, typer.Option(help="py-spy: seconds the case is called in the recorded process "
+                                               "(after importing torch and building the inputs).")] = 5.0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic inputs.")] = 0,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (torch.set_num_threads).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default ./profiles/<case>/).")] = None,
+) -> None:
+    """Run one case under a profiler: the same inputs and call that hebbbench run times."""
+    from hebbbench import profiling
+
+    if tool not in profiling.TOOLS:
+        raise UserError(f"unknown tool {tool!r}; allowed: {', '.join(profiling.TOOLS)}")
+    if repeat < 1 or seconds <= 0 or (threads is not None and threads < 1):
+        raise UserError("--repeat and --threads must be >= 1 and --seconds > 0")
+    spec, preset_batch = profiling.parse_layer(layer)
+    if batch is None and preset_batch is None:
+        raise UserError("give --batch (the batch size) for a conv: or linear: layer")
+    target = profiling.Target(rule=rule, impl=impl, layer=spec, batch=batch if batch is not None else preset_batch,
+                              device=profiling.resolve_device(device), dtype=dtype, what=what,
+                              options=profiling.parse_options(option), seed=seed, threads=threads)
+    profiling.check(target)
+    folder = out or profiling.PROFILES / target.slug
+    if tool == "torch":
+        files, table = profiling.profile_torch(target, folder, repeat=repeat)
+        out_console.print(table, markup=False, highlight=False, soft_wrap=True)
+    else:
+        files = profiling.profile_py_spy(target, folder, seconds=seconds)
+    (folder / "case.json").write_text(target.as_json() + "\n")
+    out_console.print("wrote " + ", ".join(str(f) for f in files))
 
 
 @app.command("list")

@@ -136,14 +136,16 @@ def test_resume_after_kill_neither_repeats_nor_misses(tmp_path):
     assert 0 < len(partial) < 48 and len(partial) % 3 == 0
     with open(out / "results.csv", "a") as f:  # a row cut short by the kill
         f.write("1,run,t/hpca/cut")
-    result = run_cli("run", "--resume", str(out), "--no-progress")
+    result = run_cli("run", "--resume", str(out), "--no-progress", cwd=tmp_path)  # its report goes to ./reports
     assert result.returncode == 0, result.stderr
     final = ResultSet(out).frame()
     assert len(final) == 48 and not final.duplicated(["case_id", "label"]).any()
     kept = final.set_index(["case_id", "label"]).loc[list(zip(partial["case_id"], partial["label"]))]
     assert list(kept["median_s"]) == list(partial["median_s"])  # finished cases were not re-timed
     assert len(ResultSet(out).samples()) == 48
-    assert json.loads((out / "env.json").read_text())["status"] == "complete"
+    env = json.loads((out / "env.json").read_text())
+    assert env["status"] == "complete"
+    assert (tmp_path / "reports" / env["run_id"] / "report.md").is_file()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,0 +1,335 @@
+"""The report's text: one document of blocks (headings, paragraphs, tables, figures, code),
+written as ``report.md`` (figures as files beside it) and as a self-contained ``report.html``
+(figures embedded as base64 PNG data URIs).
+
+Numbers in the tables are the run's own (results.csv and env.json), formatted once here:
+a status other than ``ok`` is shown with its reason, never as a time or a speedup.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hebbbench.reports.load import Data, short_device_name
+from hebbbench.summary import format_seconds
+from hebbbench.timing import NOISY_REL_IQR
+
+DASH = "—"
+
+
+# -- blocks -------------------------------------------------------------------------------
+@dataclass
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass
+class Paragraph:
+    text: str  # inline markdown: `code`, **bold**, *italic*, [text](url)
+
+
+@dataclass
+class Code:
+    text: str
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    align: str = ""  # one of "l"/"r" per column; default: left
+
+
+@dataclass
+class FigureBlock:
+    stem: str
+    alt: str
+    png: Path
+    svg: Path | None
+
+
+@dataclass
+class Document:
+    title: str
+    blocks: list[Any] = field(default_factory=list)
+
+    def add(self, *blocks: Any) -> None:
+        self.blocks.extend(blocks)
+
+
+# -- formatting ---------------------------------------------------------------------------
+def times(value: float) -> str:
+    return f"{value:.3g}×" if value < 100 else f"{value:.0f}×"
+
+
+def speedup_cell(row: pd.Series, baseline_status: str | None = None) -> str:
+    """The speedup and its interval; for a timed variant without one, why (e.g. the baseline was skipped)."""
+    if row["status"] != "ok":
+        return DASH
+    if row["label"] == row["baseline"]:
+        return "1× (baseline)"
+    if pd.isna(row["speedup"]):
+        if not row["baseline"]:
+            return f"{DASH} (no baseline)"
+        return f"{DASH} ({row['baseline']} {baseline_status or 'absent'})"
+    text = times(row["speedup"])
+    if pd.notna(row["speedup_lo"]) and pd.notna(row["speedup_hi"]):
+        text += f" [{row['speedup_lo']:.3g}, {row['speedup_hi']:.3g}]"
+    return text
+
+
+def median_cell(row: pd.Series) -> str:
+    return format_seconds(row["median_s"]) if row["status"] == "ok" else DASH
+
+
+def iqr_cell(row: pd.Series) -> str:
+    if row["status"] != "ok" or pd.isna(row["iqr_s"]):
+        return DASH
+    rel = f" ({100 * row['rel_iqr']:.0f} %)" if pd.notna(row["rel_iqr"]) else ""
+    return format_seconds(row["iqr_s"]) + rel
+
+
+def status_cell(row: pd.Series) -> str:
+    if row["status"] == "ok":
+        return "ok"
+    reason = row["reason"] or "no reason recorded"
+    return f"**{row['status']}**: {reason}"
+
+
+def error_cell(row: pd.Series) -> str:
+    return f"{row['error']:.1e}" if pd.notna(row.get("error")) else DASH
+
+
+def md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+# -- sections -----------------------------------------------------------------------------
+def summary_blocks(data: Data) -> list[Any]:
+    frame = data.frame
+    counts = frame["status"].value_counts()
+    status_text = ", ".join(f"{counts[s]} {s}" for s in ("ok", "wrong", "oom", "skipped", "error") if s in counts)
+    runs = ", ".join(f"`{s.run_id}` (grid {s.grid_name}, {s.env.get('status', '?')})" for s in data.sources)
+    devices = ", ".join(dict.fromkeys(f"{short_device_name(n)} ({d})" for d, n in zip(frame["device"],
+                                                                                       frame["device_name"])))
+    blocks: list[Any] = [Paragraph(f"Result set{'s' if len(data.sources) > 1 else ''}: {runs}. Devices: {devices}. "
+                                   f"{frame['case_id'].nunique()} cases, {len(frame)} timed variants: {status_text}.")]
+    blocks += [Paragraph(note) for note in data.notes]
+    lines = []
+    fh = frame[(frame["impl"] == "fh") & (frame["label"] != frame["baseline"])]
+    for (origin, dtype, rule, what), part in fh.groupby(["origin", "dtype", "rule", "what"], sort=False):
+        with_speedup = part[part["speedup"].notna() & (part["speedup"] > 0)]
+        base = ", ".join(sorted(set(part["baseline"]) - {""})) or DASH
+        if with_speedup.empty:
+            lines.append([origin, dtype, rule, what, base, DASH, DASH, DASH, f"0 of {len(part)}"])
+            continue
+        lo = with_speedup.loc[with_speedup["speedup"].idxmin()]
+        hi = with_speedup.loc[with_speedup["speedup"].idxmax()]
+        geo = math.exp(float(pd.Series(with_speedup["speedup"]).map(math.log).mean()))
+        lines.append([origin, dtype, rule, what, base, times(geo),
+                      f"{times(lo['speedup'])} ({lo['layer_key']}, B={lo['batch']})",
+                      f"{times(hi['speedup'])} ({hi['layer_key']}, B={hi['batch']})",
+                      f"{len(with_speedup)} of {len(part)}"])
+    if lines:
+        blocks.append(Paragraph("Speedup of fh over the baseline (ratio of medians), over the cases where both "
+                                "were timed:"))
+        blocks.append(Table(["run · device", "dtype", "rule", "what", "baseline", "geometric mean", "lowest",
+                             "highest", "cases with a speedup"], lines, align="lllllrrrr"))
+    return blocks
+
+
+def layer_table(data: Data) -> Table:
+    frame = data.frame
+    rows = []
+    for key, part in frame.groupby("layer_key", sort=False):
+        first = part.iloc[0]
+        ns = ", ".join(f"{n:,} (B={b})" for b, n in sorted(set(zip(part["batch"], part["n"]))))
+        rows.append([key, str(first["layer_spec"]), f"{first['m']:,}", f"{first['d']:,}", ns])
+    return Table(["layer", "spec", "M (neurons)", "D (inputs)", "N rows per update (batch)"], rows, align="llrrl")
+
+
+def results_tables(data: Data) -> list[Any]:
+    blocks: list[Any] = []
+    frame = data.frame
+    for origin, dtype in data.panels():
+        part = frame[(frame["origin"] == origin) & (frame["dtype"] == dtype)]
+        blocks.append(Heading(f"{data.title(origin, dtype).splitlines()[0]} — {origin}", 3))
+        base_status = {r["case_id"]: r["status"] for _, r in part[part["label"] == part["baseline"]].iterrows()}
+        rows = [[r["rule"], r["layer_key"], str(r["batch"]), r["what"], r["label"], median_cell(r), iqr_cell(r),
+                 speedup_cell(r, base_status.get(r["case_id"])), status_cell(r), "noisy" if r["noisy"] else "",
+                 error_cell(r)]
+                for _, r in part.iterrows()]
+        blocks.append(Table(["rule", "layer", "B", "what", "implementation", "median", "IQR (of median)",
+                             "speedup [95 % CI]", "status", "noisy", "rel. error vs fh float64"], rows,
+                            align="llrllrrrllr"))
+    return blocks
+
+
+def environment_blocks(data: Data, argv_for_report: list[str]) -> list[Any]:
+    blocks: list[Any] = []
+    for source in data.sources:
+        env = source.env.get("env", {})
+        git = env.get("git") or {}
+        commit = git.get("commit")
+        commit_text = (f"{commit[:12]} ({'dirty: uncommitted changes' if git.get('dirty') else 'clean'})"
+                       if commit else "not a git checkout")
+        gpus = env.get("gpus") or []
+        gpu_text = "; ".join(
+            f"{g.get('name')} (cc {g.get('compute_capability')}, {g.get('total_memory', 0) / 2**30:.0f} GiB"
+            + (f", driver {g['smi_driver_version']}" if g.get("smi_driver_version") else "") + ")"
+            for g in gpus) or "none"
+        cuda = env.get("cuda")
+        available = "a device was available" if env.get("cuda_available") else "no CUDA device available"
+        cuda_text = f"{cuda} (torch built with it; {available})" if cuda else "none (CPU-only torch)"
+        thread_vars = ", ".join(f"{k}={v}" for k, v in (env.get("thread_variables") or {}).items()) or "none set"
+        settings = source.env.get("settings", {})
+        rows = [
+            ["run id", source.run_id],
+            ["folder", str(source.path)],
+            ["status", f"{source.env.get('status', '?')} (started {source.env.get('started_at')}, "
+                       f"finished {source.env.get('finished_at') or DASH})"],
+            ["grid", f"{source.grid_name}: {source.env.get('grid', {}).get('description', '')}"],
+            ["hebbbench", f"{env.get('hebbbench_version', '?')}, commit {commit_text}"],
+            ["Python", str(env.get("python", "?"))],
+            ["torch", str(env.get("torch", "?"))],
+            ["CUDA", cuda_text],
+            ["cuDNN", str(env.get("cudnn") or "none")],
+            ["GPUs", gpu_text],
+            ["CPU", f"{env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} logical cores "
+                    f"({env.get('cpu_affinity', '?')} usable by the process)"],
+            ["threads", f"torch {env.get('torch_threads', '?')} intra-op, {env.get('torch_interop_threads', '?')} "
+                        f"inter-op (--threads {settings.get('threads') or 'not given'}); variables: {thread_vars}"],
+            ["float32 matmul precision", str(env.get("float32_matmul_precision", "?"))],
+            ["platform", f"{env.get('platform', '?')} (host {env.get('hostname', '?')})"],
+            ["seed", str(env.get("seed", "?"))],
+            ["timing policy", ", ".join(f"{k}={v}" for k, v in source.env.get("grid", {}).get("timing", {}).items())
+             or "defaults"],
+            ["budgets", f"memory {_bytes(settings.get('memory_budget')) or '80 % of the device'}; "
+                        f"max {settings.get('max_case_seconds', '?')} s per call (predicted)"],
+        ]
+        if source.env.get("failures"):
+            rows.append(["worker failures", "; ".join(map(str, source.env["failures"]))])
+        blocks.append(Heading(f"Run {source.run_id}", 3))
+        blocks.append(Table(["item", "value"], [[k, v] for k, v in rows]))
+        command = env.get("command") or []
+        blocks.append(Paragraph("The command that produced the data (env.json `env.command`):"))
+        blocks.append(Code(_command_text(command)))
+        ceilings = source.env.get("ceilings") or {}
+        if ceilings:
+            blocks.append(Paragraph("Ceilings measured in this run (the reference of the throughput figure):"))
+            blocks.append(Table(
+                ["device/dtype", "matrix product", "FLOP/s", "copy", "bytes/s"],
+                [[key, f"{c['matmul_size']}×{c['matmul_size']} @ {c['matmul_size']}×{c['matmul_size']}",
+                  f"{c['matmul_flop_per_s'] / 1e9:.1f} G", _bytes(c["copy_bytes"]),
+                  f"{c['copy_byte_per_s'] / 1e9:.2f} G"]
+                 for key, c in ceilings.items()], align="llrlr"))
+    blocks.append(Heading("Regenerating this report", 3))
+    blocks.append(Code(_command_text(argv_for_report)))
+    return blocks
+
+
+def _command_text(argv: list[str] | str) -> str:
+    if isinstance(argv, str):
+        return argv
+    if argv and argv[0].endswith(("/hebbbench", "hebbbench/cli.py", "hebbbench\\cli.py")):
+        argv = ["hebbbench", *argv[1:]]
+    return shlex.join(str(a) for a in argv) if argv else "(not recorded)"
+
+
+def _bytes(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    value = float(value)
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.0f} B"
+
+
+def glossary() -> Paragraph:
+    return Paragraph(
+        "Times are medians of interleaved samples in one process (A B A B …); IQR: interquartile range, in "
+        f"brackets as a fraction of the median; *noisy*: IQR above {100 * NOISY_REL_IQR:.0f} % of the median. "
+        "Speedup = "
+        "median(baseline) / median(implementation) with a bootstrap 95 % interval. Every implementation's ΔW was "
+        "checked against the FastHebb form in float64 before it was timed (relative Frobenius error); *wrong*, "
+        "*oom*, *skipped* and *error* variants were not timed and carry their reason.")
+
+
+# -- writers ------------------------------------------------------------------------------
+def to_markdown(doc: Document) -> str:
+    out = [f"# {doc.title}", ""]
+    for b in doc.blocks:
+        if isinstance(b, Heading):
+            out += ["#" * b.level + " " + b.text, ""]
+        elif isinstance(b, Paragraph):
+            out += [b.text, ""]
+        elif isinstance(b, Code):
+            out += ["```", b.text, "```", ""]
+        elif isinstance(b, Table):
+            align = b.align or "l" * len(b.columns)
+            out.append("| " + " | ".join(md_escape(c) or " " for c in b.columns) + " |")
+            out.append("|" + "|".join("---:" if a == "r" else ":---" for a in align) + "|")
+            out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in b.rows]
+            out.append("")
+        elif isinstance(b, FigureBlock):
+            links = f"[PNG]({b.png.name})" + (f" · [SVG]({b.svg.name})" if b.svg else "")
+            out += [f"![{b.alt}]({b.png.name})", "", links, ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def inline_html(text: str) -> str:
+    """The few inline markdown forms the report uses, as HTML."""
+    text = html.escape(text, quote=False)
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+    text = re.sub(r"(?<![\w*])\*([^*]+)\*(?![\w*])", r"<em>\1</em>", text)
+    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', text)
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1400px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; vertical-align: top; }
+th { background: #f2f2f2; }
+td.r { text-align: right; white-space: nowrap; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
+"""
+
+
+def to_html(doc: Document) -> str:
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           f"<title>{html.escape(doc.title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
+           f"<h1>{html.escape(doc.title)}</h1>"]
+    for b in doc.blocks:
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
+        elif isinstance(b, Paragraph):
+            out.append(f"<p>{inline_html(b.text)}</p>")
+        elif isinstance(b, Code):
+            out.append(f"<pre><code>{html.escape(b.text)}</code></pre>")
+        elif isinstance(b, Table):
+            align = b.align or "l" * len(b.columns)
+            out.append("<table><thead><tr>" + "".join(f"<th>{inline_html(c)}</th>" for c in b.columns)
+                       + "</tr></thead><tbody>")
+            for row in b.rows:
+                out.append("<tr>" + "".join(f'<td class="{a}">{inline_html(c)}</td>' for a, c in zip(align, row))
+                           + "</tr>")
+            out.append("</tbody></table>")
+        elif isinstance(b, FigureBlock):
+            data = base64.b64encode(b.png.read_bytes()).decode("ascii")
+            out.append(f'<figure><img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}"></figure>')
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
