@@ -32,6 +32,7 @@ from hebbbench.errors import UserError
 from hebbbench.grid import Case, Grid, Variant
 from hebbbench.numerics import relative_error, tolerance
 from hebbbench.results import SCHEMA_VERSION, ResultSet
+from hebbbench.summary import format_bytes
 from hebbbench.timing import TimingPolicy, Timing, speedup, time_interleaved
 from hebbbench.workload import CaseWorkload, predict
 
@@ -97,8 +98,8 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
         if not cls.supports(case.device):
             row.update(status="skipped", reason=f"{case.rule}/{v.impl} runs on {', '.join(cls.device_types)} only")
         elif cost.memory > budget:
-            row.update(status="skipped", reason=f"predicted memory {cost.memory / 2**30:.2f} GiB exceeds the "
-                                                f"budget {budget / 2**30:.2f} GiB (--memory-budget)")
+            row.update(status="skipped", reason=f"predicted memory {format_bytes(cost.memory)} exceeds the "
+                                                f"budget {format_bytes(budget)} (--memory-budget)")
         elif row["predicted_s"] > settings.max_case_seconds:
             row.update(status="skipped", reason=f"predicted {row['predicted_s']:.1f} s per call exceeds "
                                                 f"{settings.max_case_seconds:g} s (--max-case-seconds)")
