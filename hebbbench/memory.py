@@ -4,14 +4,16 @@
   bytes allocated before the call (method ``"cuda_max_allocated"``).
 - CPU (Linux): the process's resident-set high-water mark. Writing "5" to
   ``/proc/self/clear_refs`` resets ``VmHWM`` to the current ``VmRSS``; after the call,
-  ``VmHWM − VmRSS(before)`` is the peak growth (method ``"rss_hwm"``). It counts pages
-  actually touched, including the allocator's and other threads'; memory freed earlier
-  and reused from the heap without new pages is not seen, so small allocations can be
-  undercounted. Where ``clear_refs`` is not writable the result is NaN (``"unavailable"``).
+  ``VmHWM − VmRSS(before)`` is the peak growth (method ``"rss_hwm"``). Freed heap memory
+  is first handed back to the system (glibc ``malloc_trim(0)``) so that reusing it shows
+  as growth. It counts pages actually touched, including the allocator's and other
+  threads'; memory reused without new pages is still not seen, so it can undercount.
+  Where ``clear_refs`` is not writable the result is NaN (``"unavailable"``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +40,14 @@ def _status_kib(field: str) -> int:
     raise OSError(f"{field} not in /proc/self/status")
 
 
+def _trim_heap() -> None:
+    """Return freed heap pages to the system (glibc only; a no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_hwm() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -57,6 +67,7 @@ def measure_peak(fn: Callable[[], T], device: torch.device | str) -> tuple[T, Pe
         out = fn()
         torch.cuda.synchronize(device)
         return out, Peak(float(torch.cuda.max_memory_allocated(device) - before), "cuda_max_allocated")
+    _trim_heap()
     try:
         before = _status_kib("VmRSS")
     except OSError:

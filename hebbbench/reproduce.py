@@ -456,7 +456,7 @@ class _Case:
             elif t is not None:
                 status, median, method, note = OK, t.median, "measured: interleaved whole-step timings", ""
                 q1, q3, samples = t.q1, t.q3, len(t.samples)
-                point, low, high = speedup(t.samples, ref_t.samples) if v is not self.ref else (1.0, math.nan, math.nan)
+                point, low, high = (1.0, math.nan, math.nan) if v is self.ref else speedup(t.samples, ref_t.samples)
             else:
                 status = ESTIMATED if estimated_layers else COMPOSED
                 median, low, high = self._composed_interval(v)
@@ -468,10 +468,7 @@ class _Case:
                     else ("whole step not timed directly: predicted or measured over the "
                           f"{self.max_s:.3g} s per-call budget, or the run's time budget spent")
             if peak is None:
-                layer_peaks = [self.outcomes[(n, v.label)].peak.bytes for n in self.shapes]
-                finite = [p for p in layer_peaks if np.isfinite(p)]
-                peak = Peak(max(finite) if finite else math.nan,
-                            "max over measured layer updates" if finite else "unavailable")
+                peak = self._layer_peak(v)
             epoch_s = per_epoch * median
             rows.append({
                 **self._base(v), "batch_size": batch, "status": status,
@@ -486,6 +483,20 @@ class _Case:
                 "peak_bytes": peak.bytes, "memory_method": peak.method, "note": note,
             })
         return rows
+
+    def _layer_peak(self, v: _Variant) -> Peak:
+        """A step's peak from its layers': measured where they ran, the cost model where estimated."""
+        measured, modelled = [], []
+        for name in self.shapes:
+            out = self.outcomes[(name, v.label)]
+            if out.status == OK and np.isfinite(out.peak.bytes):
+                measured.append(out.peak.bytes)
+            elif out.status in ESTIMATED_STATUSES:
+                modelled.append(out.predicted_peak)
+        if not measured and not modelled:
+            return Peak()
+        how = f"max over layer updates ({len(measured)} measured, {len(modelled)} cost model)"
+        return Peak(max(measured + modelled), how)
 
     def sample_rows(self) -> list[dict[str, Any]]:
         rows = []
