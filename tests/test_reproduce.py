@@ -141,3 +141,11 @@ def test_calibration_falls_back_in_order():
     assert c.factor("hpca", "naive", "naive(group_size=8)")[0] == 3.0  # same rule first
     c.add("hpca", "naive", "naive(group_size=8)", measured=5.0, roofline=1.0)
     assert c.predict("hpca", "naive", "naive(group_size=8)", 2.0)[0] == 10.0
+
+
+def test_denormals_flushed_only_during_a_cpu_run():
+    r = run(rules=["swta"], impls=["fh"])
+    assert r.meta["flush_denormal"] is True
+    tiny = torch.tensor([1e-40])  # a float32 denormal survives once the run is over
+    assert (tiny * 1.0).item() != 0.0
+    assert run(rules=["swta"], impls=["fh"], flush_denormal=False).meta["flush_denormal"] is False
