@@ -1,0 +1,456 @@
+"""One network × rule of :func:`hebbbench.reproduce.reproduce`: checks, budgets, timings and rows.
+
+Every implementation variant has its own copy of the network with the same starting
+weights (:class:`Case`).
+
+1. **Per layer**, on the layer's actual input from a forward pass of the first batch,
+   each variant's update (ΔW and W ← W + ηΔW) runs once untimed: it warms up, is
+   checked against ``fh`` (relative Frobenius error within the dtype's tolerance; a
+   disagreeing variant is ``wrong``, never timed) and its peak memory is measured. Then
+   all runnable variants are timed together with :func:`hebbbench.timing.time_interleaved`
+   (interleaved rounds, warm-up, weights reset before every sample). A variant is not
+   run on a layer whose predicted memory exceeds the memory budget (``skipped_memory``)
+   or whose predicted time exceeds the per-call budget or the case's deadline
+   (``skipped_time``); one whose untimed run took longer than the per-call budget is
+   not repeated (``over_budget``, its time that one run); one that runs out of memory is
+   ``oom``. Predictions come from the registry's cost model on the measured ceilings,
+   calibrated on the layers measured so far (:mod:`hebbbench.costmodel`); layers are
+   visited cheapest first so the calibration grows before the expensive ones.
+2. **Whole step** (forward pass + one update per layer, :mod:`hebbbench.training`),
+   cycling over the loaded mini-batches: ``fh`` is always timed; another variant is
+   timed with it when all its layers ran and its step fits the budgets. Otherwise its
+   step time is *composed*:
+
+       t_step(v) = t_step(fh) − Σ_l t_update(fh, l) + Σ_l t_update(v, l)
+
+   (the forward pass, batch norm and pooling are the same in every variant), with a
+   bootstrap interval over the samples of every measured term; such rows are marked
+   ``estimated=True`` and say how in ``method``.
+
+Speedups are ratios of medians, "fh over this variant" (median(variant)/median(fh)),
+with a bootstrap 95 % interval where both sides have samples.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from hebbbench.costmodel import Calibration, Ceilings, roofline_seconds
+from hebbbench.data import Batches, dataset_info
+from hebbbench.memory import Peak, measure_peak
+from hebbbench.networks import HebbianNetwork, LayerShape, NetworkSpec, layer_shapes
+from hebbbench.numerics import relative_error, tolerance
+from hebbbench.timing import Timing, TimingPolicy, speedup, time_interleaved
+from hebbbench.training import STEP, layer_inputs, load_weights, reset_call, step_call, update_call, weights
+
+#: the implementation every other is compared with (and checked against).
+REFERENCE = "fh"
+
+#: statuses of a (layer, variant) or step row.
+OK, COMPOSED, ESTIMATED = "ok", "composed", "estimated"
+SKIPPED_MEMORY, SKIPPED_TIME, OVER_BUDGET, OOM, WRONG, ERROR = (
+    "skipped_memory", "skipped_time", "over_budget", "oom", "wrong", "error")
+#: statuses whose time is estimated rather than measured.
+ESTIMATED_STATUSES = (SKIPPED_MEMORY, SKIPPED_TIME, OVER_BUDGET, OOM)
+
+LAYER_COLUMNS = [
+    "network", "dataset", "rule", "impl", "options", "variant", "layer", "kind", "n", "m", "d", "status",
+    "estimated", "method", "median_s", "q1_s", "q3_s", "iqr_s", "rel_iqr", "n_samples", "fh_speedup",
+    "fh_speedup_low", "fh_speedup_high", "rel_error", "tolerance", "peak_bytes", "memory_method",
+    "predicted_s", "roofline_s", "predicted_peak_bytes", "flops", "bytes_model", "note",
+]
+STEP_COLUMNS = [
+    "network", "dataset", "rule", "impl", "options", "variant", "batch_size", "status", "estimated", "method",
+    "median_s", "q1_s", "q3_s", "iqr_s", "n_samples", "fh_speedup", "fh_speedup_low", "fh_speedup_high",
+    "layers_measured", "layers_estimated", "images_per_epoch", "batches_per_epoch", "epoch_s", "epochs",
+    "total_s", "data_source", "data_s_per_batch", "epoch_data_s", "peak_bytes", "memory_method", "note",
+]
+SAMPLE_COLUMNS = ["network", "rule", "variant", "layer", "index", "seconds"]
+
+
+def variant_label(impl: str, options: dict[str, Any]) -> str:
+    """'fh', 'naive(group_size=8)': an implementation and its options as one name."""
+    if not options:
+        return impl
+    return f"{impl}({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
+
+
+@dataclass
+class Variant:
+    """An implementation variant and its own copy of the network."""
+
+    label: str
+    impl: str
+    options: dict[str, Any]
+    net: HebbianNetwork
+
+
+@dataclass
+class _Outcome:
+    """One (layer, variant): what happened and the numbers."""
+
+    status: str = OK
+    timing: Timing | None = None
+    estimate_s: float = math.nan
+    method: str = ""
+    peak: Peak = field(default_factory=Peak)
+    rel_error: float = math.nan
+    roofline_s: float = math.nan
+    predicted_s: float = math.nan
+    predicted_peak: float = math.nan
+    check_s: float = math.nan
+    note: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return self.timing.median if self.timing is not None and self.status == OK else self.estimate_s
+
+
+def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _predicted_peak(variant: Variant, shape: LayerShape, itemsize: int) -> float:
+    rule = variant.net.hebbian_layers[shape.name].rule
+    unfold = shape.n * shape.d * itemsize if shape.kind == "conv" else 0  # the patch rows X (N,D)
+    return rule.memory(shape.n, shape.m, shape.d, itemsize) + unfold
+
+
+class Case:
+    """One network × rule: the variants' networks, their layer outcomes and step timings."""
+
+    def __init__(self, spec: NetworkSpec, dataset: str, rule: str, variants: list[Variant], batches: Batches,
+                 device: torch.device, dtype: torch.dtype, policy: TimingPolicy, ceilings: Ceilings,
+                 max_naive_seconds: float, memory_budget: float, calibration: Calibration, deadline: float,
+                 report: Callable[[str, str, str], None]) -> None:
+        self.spec, self.dataset, self.rule, self.variants = spec, dataset, rule, variants
+        self.batches, self.device, self.dtype, self.policy, self.ceilings = batches, device, dtype, policy, ceilings
+        self.max_s, self.memory_budget, self.report = max_naive_seconds, memory_budget, report
+        self.itemsize = torch.empty((), dtype=dtype).element_size()
+        self.ref = next(v for v in variants if v.label == REFERENCE)
+        self.others = [v for v in variants if v is not self.ref]
+        self.state = weights(self.ref.net)
+        for v in self.others:
+            load_weights(v.net, self.state)
+        self.shapes = {s.name: s for s in layer_shapes(spec)}
+        self.calibration, self.deadline = calibration, deadline
+        self.outcomes: dict[tuple[str, str], _Outcome] = {}
+        self.step_timings: dict[str, Timing] = {}
+        self.step_peaks: dict[str, Peak] = {}
+
+    # -- per layer -----------------------------------------------------------------------------
+    def _roofline(self, v: Variant, shape: LayerShape) -> float:
+        rule = v.net.hebbian_layers[shape.name].rule
+        return roofline_seconds(rule, shape.n, shape.m, shape.d, self.itemsize, self.ceilings)
+
+    def _affordable(self, seconds: float) -> bool:
+        """Whether a check run, a warm-up and the minimum samples of a call fit before the deadline."""
+        return time.perf_counter() + seconds * (2 + self.policy.min_rounds_capped) <= self.deadline
+
+    def _check(self, v: Variant, name: str, inputs, responses) -> tuple[torch.Tensor, Peak, float]:
+        """One untimed update (warm-up, equality check, peak memory); weights restored after."""
+        load_weights(v.net, self.state, [name])
+        call = update_call(v.net, name, inputs, responses)
+        try:
+            t0 = time.perf_counter()
+            dw, peak = measure_peak(call, self.device)
+            return dw, peak, time.perf_counter() - t0
+        finally:
+            load_weights(v.net, self.state, [name])
+
+    def run_layers(self) -> None:
+        captured = layer_inputs(self.ref.net, self.batches.images[0])
+        order = sorted(self.shapes.values(),
+                       key=lambda s: max([self._roofline(v, s) for v in self.others] or [0.0]))
+        for shape in order:
+            self.report("layer", shape.name, f"{self.spec.name} {self.rule} {shape.name} "
+                        f"(N={shape.n}, D={shape.d}, M={shape.m})")
+            self._run_layer(shape, *captured[shape.name])
+        del captured
+        release(self.device)
+        self._fill_estimates()
+
+    def _run_layer(self, shape: LayerShape, inputs, responses) -> None:
+        name = shape.name
+        ref_out = _Outcome(roofline_s=self._roofline(self.ref, shape),
+                           predicted_peak=_predicted_peak(self.ref, shape, self.itemsize))
+        self.outcomes[(name, self.ref.label)] = ref_out
+        dw_ref, ref_out.peak, ref_out.check_s = self._check(self.ref, name, inputs, responses)
+        ref_out.rel_error = 0.0
+        runnable = [self.ref]
+        committed = 0.0  # predicted seconds per round of the variants accepted so far
+        for v in self.others:
+            out = _Outcome(roofline_s=self._roofline(v, shape), predicted_peak=_predicted_peak(v, shape, self.itemsize))
+            self.outcomes[(name, v.label)] = out
+            out.predicted_s, how = self.calibration.predict(self.rule, v.impl, v.label, out.roofline_s)
+            if out.predicted_peak > self.memory_budget:
+                out.status = SKIPPED_MEMORY
+                out.note = (f"predicted {out.predicted_peak / 2**30:.2f} GiB > budget "
+                            f"{self.memory_budget / 2**30:.2f} GiB")
+                continue
+            if out.predicted_s > self.max_s:
+                out.status = SKIPPED_TIME
+                out.note = f"predicted {out.predicted_s:.3g} s ({how}) > budget {self.max_s:.3g} s"
+                continue
+            if not self._affordable(committed + out.predicted_s):
+                out.status = SKIPPED_TIME
+                out.note = f"the run's time budget is spent (predicted {out.predicted_s:.3g} s per call, {how})"
+                continue
+            try:
+                dw, out.peak, out.check_s = self._check(v, name, inputs, responses)
+            except Exception as err:  # noqa: BLE001 - a failure is a row, not a crash
+                release(self.device)
+                out.status = OOM if _is_oom(err) else ERROR
+                out.note = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                continue
+            out.rel_error = relative_error(dw, dw_ref)
+            del dw
+            if not out.rel_error <= tolerance(self.dtype, v.net.hebbian_layers[name].rule.rtol):
+                out.status, out.note = WRONG, f"relative error {out.rel_error:.3g} vs {REFERENCE}"
+            elif out.check_s > self.max_s:
+                out.status = OVER_BUDGET
+                out.note = f"check run took {out.check_s:.3g} s > budget {self.max_s:.3g} s"
+            else:
+                runnable.append(v)
+                committed += max(out.predicted_s, out.check_s)
+        del dw_ref
+        self._time_layer(name, runnable, inputs, responses)
+
+    def _time_layer(self, name: str, runnable: list[Variant], inputs, responses) -> None:
+        calls = {v.label: update_call(v.net, name, inputs, responses) for v in runnable}
+        resets = {v.label: reset_call(v.net, self.state, [name]) for v in runnable}
+        try:
+            timings = time_interleaved(calls, self.device, self.policy, resets)
+        except Exception as err:  # noqa: BLE001
+            if not _is_oom(err) or len(runnable) == 1:
+                raise
+            release(self.device)
+            for v in runnable[1:]:
+                out = self.outcomes[(name, v.label)]
+                out.status, out.note = OOM, f"out of memory while timing: {str(err).splitlines()[0][:200]}"
+            timings = time_interleaved({REFERENCE: calls[REFERENCE]}, self.device, self.policy,
+                                       {REFERENCE: resets[REFERENCE]})
+        finally:
+            for v in runnable:
+                load_weights(v.net, self.state, [name])
+        for label, timing in timings.items():
+            out = self.outcomes[(name, label)]
+            out.timing = timing
+            out.method = "measured: interleaved update timings on the layer's captured input"
+            v = next(v for v in self.variants if v.label == label)
+            self.calibration.add(self.rule, v.impl, label, timing.median, out.roofline_s)
+
+    def _fill_estimates(self) -> None:
+        for (name, label), out in self.outcomes.items():
+            if out.status == OVER_BUDGET:
+                out.estimate_s = out.check_s
+                out.method = "estimated: one untimed (cold) run, over the time budget, not repeated"
+            elif out.status in (SKIPPED_MEMORY, SKIPPED_TIME, OOM):
+                v = next(v for v in self.variants if v.label == label)
+                out.estimate_s, how = self.calibration.predict(self.rule, v.impl, label, out.roofline_s)
+                out.method = f"estimated: cost model, {how}"
+            if out.status == OK and out.timing is None:  # pragma: no cover - defensive
+                out.status, out.note = ERROR, "not timed"
+
+    # -- whole step ----------------------------------------------------------------------------
+    def _layer_status(self, v: Variant) -> list[str]:
+        return [self.outcomes[(name, v.label)].status for name in self.shapes]
+
+    def _step_check(self, v: Variant) -> tuple[Peak, float]:
+        """One untimed step (warm-up, peak memory, cold wall time); weights restored after."""
+        load_weights(v.net, self.state)
+        try:
+            t0 = time.perf_counter()
+            _, peak = measure_peak(step_call(v.net, self.batches.images), self.device)
+            return peak, time.perf_counter() - t0
+        finally:
+            load_weights(v.net, self.state)
+
+    def run_step(self) -> None:
+        """Time the whole step of fh and of every variant whose step fits the budget, interleaved."""
+        self.report("step", STEP, f"{self.spec.name} {self.rule} whole step")
+        self.step_peaks[REFERENCE], ref_cold = self._step_check(self.ref)
+        # the impl-independent part (forward, batch norm, pooling), from the reference's cold step
+        forward = max(0.0, ref_cold - sum(self.outcomes[(n, REFERENCE)].seconds for n in self.shapes))
+        direct = [self.ref]
+        for v in self.others:
+            if any(s != OK for s in self._layer_status(v)):
+                continue
+            predicted = forward + sum(self.outcomes[(n, v.label)].seconds for n in self.shapes)
+            if predicted > self.max_s or not self._affordable(predicted):
+                continue
+            try:
+                peak, cold = self._step_check(v)
+            except Exception as err:  # noqa: BLE001
+                if not _is_oom(err):
+                    raise
+                release(self.device)
+                continue
+            if cold <= self.max_s:
+                self.step_peaks[v.label] = peak
+                direct.append(v)
+        calls = {v.label: step_call(v.net, self.batches.images) for v in direct}
+        resets = {v.label: reset_call(v.net, self.state) for v in direct}
+        try:
+            self.step_timings = time_interleaved(calls, self.device, self.policy, resets)
+        finally:
+            for v in direct:
+                load_weights(v.net, self.state)
+
+    # -- rows ----------------------------------------------------------------------------------
+    def _base(self, v: Variant) -> dict[str, Any]:
+        return {"network": self.spec.name, "dataset": self.dataset, "rule": self.rule, "impl": v.impl,
+                "options": json.dumps(v.options, sort_keys=True), "variant": v.label}
+
+    def layer_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for name, shape in self.shapes.items():
+            ref = self.outcomes[(name, REFERENCE)]
+            for v in self.variants:
+                out = self.outcomes[(name, v.label)]
+                rule = v.net.hebbian_layers[name].rule
+                t = out.timing if out.status == OK else None
+                point, low, high = (math.nan,) * 3
+                if v is self.ref:
+                    point = 1.0
+                elif t is not None and ref.timing is not None:
+                    point, low, high = speedup(t.samples, ref.timing.samples)
+                elif out.status in ESTIMATED_STATUSES and ref.timing is not None:
+                    point = out.estimate_s / ref.timing.median
+                rows.append({
+                    **self._base(v), "layer": name, "kind": shape.kind, "n": shape.n, "m": shape.m, "d": shape.d,
+                    "status": out.status, "estimated": out.status in ESTIMATED_STATUSES, "method": out.method,
+                    "median_s": out.seconds if out.status in (OK, *ESTIMATED_STATUSES) else math.nan,
+                    "q1_s": t.q1 if t else math.nan, "q3_s": t.q3 if t else math.nan,
+                    "iqr_s": t.iqr if t else math.nan, "rel_iqr": t.rel_iqr if t else math.nan,
+                    "n_samples": len(t.samples) if t else 0,
+                    "fh_speedup": point, "fh_speedup_low": low, "fh_speedup_high": high,
+                    "rel_error": out.rel_error, "tolerance": tolerance(self.dtype, rule.rtol),
+                    "peak_bytes": out.peak.bytes, "memory_method": out.peak.method,
+                    "predicted_s": self.calibration.predict(self.rule, v.impl, v.label, out.roofline_s)[0],
+                    "roofline_s": out.roofline_s, "predicted_peak_bytes": out.predicted_peak,
+                    "flops": rule.flops(shape.n, shape.m, shape.d),
+                    "bytes_model": rule.bytes_moved(shape.n, shape.m, shape.d, self.itemsize),
+                    "note": out.note,
+                })
+        return rows
+
+    def _composed_interval(self, v: Variant, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+        """Composed step time of ``v`` and the bootstrap interval of fh's speedup over it."""
+        rng = np.random.default_rng(seed)
+        ref_step = np.asarray(self.step_timings[REFERENCE].samples)
+
+        def draw(samples: list[float]) -> np.ndarray:
+            s = np.asarray(samples)
+            return np.median(s[rng.integers(0, len(s), size=(resamples, len(s)))], axis=1)  # (resamples,)
+
+        ref_boot = draw(list(ref_step))
+        forward = ref_boot.copy()  # the impl-independent part: fh step - fh updates
+        point_forward = float(np.median(ref_step))
+        variant = np.zeros(resamples)
+        point = 0.0
+        for name in self.shapes:
+            r, o = self.outcomes[(name, REFERENCE)], self.outcomes[(name, v.label)]
+            forward -= draw(r.timing.samples)
+            point_forward -= r.timing.median
+            # a model estimate carries no sampling spread
+            variant += draw(o.timing.samples) if o.status == OK else o.estimate_s
+            point += o.seconds
+        # noise can make the difference negative when the forward part is tiny: it is >= 0
+        total = np.maximum(forward, 0.0) + variant
+        point += max(point_forward, 0.0)
+        ratios = total / ref_boot
+        return point, float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+
+    def step_rows(self, epochs: int) -> list[dict[str, Any]]:
+        info = dataset_info(self.dataset)
+        batch = self.spec.batch_size
+        per_epoch = math.ceil(info.train_images / batch)
+        ref_t = self.step_timings[REFERENCE]
+        rows = []
+        for v in self.variants:
+            statuses = self._layer_status(v)
+            measured = sum(s == OK for s in statuses)
+            estimated_layers = [n for n, s in zip(self.shapes, statuses) if s in ESTIMATED_STATUSES]
+            failed = [f"{n} {s}" for n, s in zip(self.shapes, statuses) if s in (WRONG, ERROR)]
+            t = self.step_timings.get(v.label)
+            point, low, high = (math.nan,) * 3
+            q1 = q3 = math.nan
+            samples = 0
+            peak = self.step_peaks.get(v.label)
+            if failed:
+                status, median, method = (WRONG if any(WRONG in f for f in failed) else ERROR), math.nan, ""
+                note = "; ".join(failed)
+            elif t is not None:
+                status, median, method, note = OK, t.median, "measured: interleaved whole-step timings", ""
+                q1, q3, samples = t.q1, t.q3, len(t.samples)
+                point, low, high = (1.0, math.nan, math.nan) if v is self.ref else speedup(t.samples, ref_t.samples)
+            else:
+                status = ESTIMATED if estimated_layers else COMPOSED
+                median, low, high = self._composed_interval(v)
+                point = median / ref_t.median
+                method = (f"composed: {REFERENCE} step - {REFERENCE} updates + this variant's updates "
+                          f"({measured} measured, {len(estimated_layers)} estimated)")
+                note = ("estimated layers: " + ", ".join(
+                    f"{n} {self.outcomes[(n, v.label)].status}" for n in estimated_layers)) if estimated_layers \
+                    else ("whole step not timed directly: predicted or measured over the "
+                          f"{self.max_s:.3g} s per-call budget, or the run's time budget spent")
+            if peak is None:
+                peak = self._layer_peak(v)
+            epoch_s = per_epoch * median
+            rows.append({
+                **self._base(v), "batch_size": batch, "status": status,
+                "estimated": status in (COMPOSED, ESTIMATED), "method": method, "median_s": median,
+                "q1_s": q1, "q3_s": q3, "iqr_s": q3 - q1, "n_samples": samples,
+                "fh_speedup": point, "fh_speedup_low": low, "fh_speedup_high": high,
+                "layers_measured": measured, "layers_estimated": len(estimated_layers),
+                "images_per_epoch": info.train_images, "batches_per_epoch": per_epoch, "epoch_s": epoch_s,
+                "epochs": epochs, "total_s": epochs * epoch_s, "data_source": self.batches.source,
+                "data_s_per_batch": self.batches.seconds_per_batch,
+                "epoch_data_s": per_epoch * self.batches.seconds_per_batch,
+                "peak_bytes": peak.bytes, "memory_method": peak.method, "note": note,
+            })
+        return rows
+
+    def _layer_peak(self, v: Variant) -> Peak:
+        """A step's peak from its layers': measured where they ran, the cost model where estimated."""
+        measured, modelled = [], []
+        for name in self.shapes:
+            out = self.outcomes[(name, v.label)]
+            if out.status == OK and np.isfinite(out.peak.bytes):
+                measured.append(out.peak.bytes)
+            elif out.status in ESTIMATED_STATUSES:
+                modelled.append(out.predicted_peak)
+        if not measured and not modelled:
+            return Peak()
+        how = f"max over layer updates ({len(measured)} measured, {len(modelled)} cost model)"
+        return Peak(max(measured + modelled), how)
+
+    def sample_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for (name, label), out in self.outcomes.items():
+            if out.status == OK and out.timing is not None:
+                rows += [{"network": self.spec.name, "rule": self.rule, "variant": label, "layer": name,
+                          "index": i, "seconds": s} for i, s in enumerate(out.timing.samples)]
+        for label, t in self.step_timings.items():
+            rows += [{"network": self.spec.name, "rule": self.rule, "variant": label, "layer": STEP,
+                      "index": i, "seconds": s} for i, s in enumerate(t.samples)]
+        return rows

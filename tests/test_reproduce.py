@@ -1,0 +1,151 @@
+"""reproduce(): tidy frames, statuses, estimates and budgets, on a small network with short timings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hebbbench import rules
+from hebbbench.costmodel import Calibration, Ceilings
+from hebbbench.errors import UserError
+from hebbbench.networks import scale_spec
+from hebbbench.reproduce import LAYER_COLUMNS, SAMPLE_COLUMNS, STEP_COLUMNS, reproduce, variant_label
+from hebbbench.timing import TimingPolicy
+
+SMALL = scale_spec("6layer", width=1 / 8, batch_size=4)
+QUICK = TimingPolicy(warmup_s=0, min_rounds=2, max_rounds=3, min_rounds_capped=2, case_seconds=0.05,
+                     flush_cache=False)
+CEILINGS = Ceilings(1e11, 1e10, "fixed for tests")
+IMPLS = [("naive", {"group_size": 8}), ("naive", {"group_size": 5}), ("fh", {})]
+
+
+def run(**kwargs):
+    options = dict(networks=[SMALL], impls=IMPLS, policy=QUICK, ceilings=CEILINGS, batches=2,
+                   max_naive_seconds=60.0)
+    options.update(kwargs)
+    return reproduce(**options)
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run()
+
+
+def test_frames_are_tidy_with_documented_columns(result):
+    assert list(result.layers.columns) == LAYER_COLUMNS
+    assert list(result.steps.columns) == STEP_COLUMNS
+    assert list(result.samples.columns) == SAMPLE_COLUMNS
+    assert len(result.layers) == 2 * 3 * 5 and len(result.steps) == 2 * 3
+    assert not result.layers.duplicated(["network", "rule", "variant", "layer"]).any()
+    assert set(result.steps.variant) == {"naive(group_size=8)", "naive(group_size=5)", "fh"}
+    assert list(result.claims.speedup) == [70.0, 50.0, 20.0]
+    assert result.meta["networks"] == ["6layer"] and result.meta["reference"] == "fh"
+
+
+def test_small_run_measures_everything_and_agrees(result):
+    layers, steps = result.layers, result.steps
+    assert (layers.status == "ok").all() and not layers.estimated.any()
+    assert (layers.rel_error <= layers.tolerance).all()
+    assert (layers.n_samples >= 2).all() and (layers.median_s > 0).all()
+    naive = layers[layers.impl == "naive"]
+    assert (naive.fh_speedup_low <= naive.fh_speedup).all() and (naive.fh_speedup <= naive.fh_speedup_high).all()
+    assert (steps.status == "ok").all() and (steps.n_samples >= 2).all()
+    assert (steps[steps.variant == "fh"].fh_speedup == 1.0).all()
+
+
+def test_epoch_extrapolation(result):
+    steps = result.steps
+    assert (steps.batches_per_epoch == math.ceil(50_000 / 4)).all()
+    assert (steps.epoch_s == steps.batches_per_epoch * steps.median_s).all()
+    assert (steps.total_s == 20 * steps.epoch_s).all()
+    assert (steps.data_source == "synthetic").all() and (steps.epoch_data_s >= 0).all()
+
+
+def test_samples_are_the_raw_timings(result):
+    s = result.samples
+    fh_step = s[(s.rule == "hpca") & (s.variant == "fh") & (s.layer == "step")]
+    row = result.steps[(result.steps.rule == "hpca") & (result.steps.variant == "fh")].iloc[0]
+    assert len(fh_step) == row.n_samples and fh_step.seconds.median() == pytest.approx(row.median_s)
+
+
+def test_over_budget_naive_is_estimated_and_marked():
+    r = run(rules=["hpca"], max_naive_seconds=1e-12)
+    naive = r.layers[r.layers.impl == "naive"]
+    assert set(naive.status) <= {"skipped_time", "over_budget"} and naive.estimated.all()
+    assert naive.method.str.startswith("estimated:").all() and (naive.median_s > 0).all()
+    assert (naive.n_samples == 0).all()
+    fh = r.layers[r.layers.impl == "fh"]
+    assert (fh.status == "ok").all() and not fh.estimated.any()
+    steps = r.steps.set_index("variant")
+    assert steps.loc["naive(group_size=8)", "status"] == "estimated"
+    assert bool(steps.loc["naive(group_size=8)", "estimated"])
+    assert steps.loc["naive(group_size=8)", "method"].startswith("composed:")
+    assert steps.loc["naive(group_size=8)", "fh_speedup"] > 0
+    assert steps.loc["fh", "status"] == "ok"
+
+
+def test_memory_budget_skips_naive_but_not_fh():
+    r = run(rules=["swta"], memory_budget=1.0)
+    naive = r.layers[r.layers.impl == "naive"]
+    assert (naive.status == "skipped_memory").all() and naive.note.str.contains("GiB > budget").all()
+    assert (r.layers[r.layers.impl == "fh"].status == "ok").all()
+
+
+def test_a_wrong_implementation_is_reported_wrong_never_fast():
+    @rules.register("swta", "broken_test")
+    class Broken(rules.SWTA):
+        def delta(self, x, y, w):
+            return 2 * rules.get("swta", "fh", temperature=self.temperature).delta(x, y, w)
+
+    try:
+        r = run(rules=["swta"], impls=["broken_test"])
+    finally:
+        rules.unregister("swta", "broken_test")
+    broken = r.layers[r.layers.impl == "broken_test"]
+    assert (broken.status == "wrong").all() and broken.median_s.isna().all()
+    step = r.steps.set_index("variant").loc["broken_test"]
+    assert step.status == "wrong" and math.isnan(step.median_s)
+
+
+def test_progress_events_and_missing_data(tmp_path):
+    events = []
+    run(rules=["swta"], impls=["fh"], progress=events.append)
+    assert [e.stage for e in events][0] == "data" and events[-1].stage == "done"
+    assert {e.layer for e in events if e.stage == "layer"} == {"conv1", "conv2", "conv3", "conv4", "fc5"}
+    with pytest.raises(UserError, match="CIFAR-10 not found"):
+        run(rules=["swta"], impls=["fh"], data_root=tmp_path)
+
+
+def test_arguments_are_checked():
+    with pytest.raises(ValueError, match="listed twice"):
+        run(impls=[("naive", {"group_size": 8}), ("naive", {"group_size": 8})])
+    with pytest.raises(ValueError, match="unknown network"):
+        reproduce(networks=["lenet"])
+    with pytest.raises(ValueError, match="not defined for dataset"):
+        run(datasets={"6layer": "imagenet"})
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            run(device="cuda")
+    assert variant_label("naive", {"group_size": 8}) == "naive(group_size=8)" and variant_label("fh", {}) == "fh"
+
+
+def test_calibration_falls_back_in_order():
+    c = Calibration()
+    assert c.factor("hpca", "naive", "naive(group_size=8)")[1].startswith("roofline, uncalibrated")
+    c.add("swta", "naive", "naive(group_size=8)", measured=2.0, roofline=1.0)
+    assert c.factor("hpca", "naive", "naive(group_size=8)") == (2.0, "roofline x 2 (calibrated on 1 measured "
+                                                                    "layer(s) under other rules)")
+    c.add("hpca", "naive", "naive(group_size=128)", measured=3.0, roofline=1.0)
+    assert c.factor("hpca", "naive", "naive(group_size=8)")[0] == 3.0  # same rule first
+    c.add("hpca", "naive", "naive(group_size=8)", measured=5.0, roofline=1.0)
+    assert c.predict("hpca", "naive", "naive(group_size=8)", 2.0)[0] == 10.0
+
+
+def test_denormals_flushed_only_during_a_cpu_run():
+    r = run(rules=["swta"], impls=["fh"])
+    assert r.meta["flush_denormal"] is True
+    tiny = torch.tensor([1e-40])  # a float32 denormal survives once the run is over
+    assert (tiny * 1.0).item() != 0.0
+    assert run(rules=["swta"], impls=["fh"], flush_denormal=False).meta["flush_denormal"] is False
