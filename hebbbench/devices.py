@@ -70,6 +70,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def available_memory(device: str) -> float:
+    """Bytes free for new work now: CUDA ``mem_get_info``'s free bytes, or Linux's MemAvailable."""
+    d = torch.device(device)
+    if d.type == "cuda":
+        return float(torch.cuda.mem_get_info(d)[0])
+    return float(total_memory(device))
+
+
 def total_memory(device: str) -> int:
     """Bytes of memory on the device (CUDA) or available to the process (CPU)."""
     d = torch.device(device)

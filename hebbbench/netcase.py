@@ -44,9 +44,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from hebbbench.costmodel import Calibration, Ceilings, roofline_seconds
+from hebbbench import devices, grid
+from hebbbench.ceilings import Ceilings
+from hebbbench.costmodel import Calibration, roofline_seconds
 from hebbbench.data import Batches, dataset_info
-from hebbbench.memory import Peak, measure_peak
 from hebbbench.networks import HebbianNetwork, LayerShape, NetworkSpec, layer_shapes
 from hebbbench.numerics import relative_error, tolerance
 from hebbbench.timing import Timing, TimingPolicy, speedup, time_interleaved
@@ -78,10 +79,8 @@ SAMPLE_COLUMNS = ["network", "rule", "variant", "layer", "index", "seconds"]
 
 
 def variant_label(impl: str, options: dict[str, Any]) -> str:
-    """'fh', 'naive(group_size=8)': an implementation and its options as one name."""
-    if not options:
-        return impl
-    return f"{impl}({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})"
+    """'fh', 'naive(G=8)': an implementation and its options as one name, as in ``hebbbench run``."""
+    return grid.Variant(impl, tuple(sorted(options.items()))).label
 
 
 @dataclass
@@ -92,6 +91,19 @@ class Variant:
     impl: str
     options: dict[str, Any]
     net: HebbianNetwork
+
+
+@dataclass
+class Peak:
+    """Peak bytes allocated during a call, and how they were measured (devices.measure_peak)."""
+
+    bytes: float = math.nan
+    method: str = "unavailable"
+
+
+def measure_peak(call, device: torch.device) -> tuple[Any, Peak]:
+    out, nbytes, _ = devices.measure_peak(call, str(device))
+    return out, Peak(math.nan if nbytes is None else float(nbytes), devices.memory_method(str(device)))
 
 
 @dataclass

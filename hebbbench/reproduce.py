@@ -18,7 +18,6 @@ and reported in its own columns, not in the step time.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import platform
@@ -32,10 +31,12 @@ import torch
 
 import hebbbench
 from hebbbench.claims import published_claims
-from hebbbench.costmodel import Calibration, Ceilings, measure_ceilings
+from hebbbench import ceilings as ceilings_mod
+from hebbbench.ceilings import Ceilings
+from hebbbench.costmodel import Calibration
 from hebbbench.data import load_batches
 from hebbbench.errors import UserError
-from hebbbench.memory import available_bytes
+from hebbbench.devices import available_memory
 from hebbbench.netcase import (
     COMPOSED, ERROR, ESTIMATED, ESTIMATED_STATUSES, LAYER_COLUMNS, OK, OOM, OVER_BUDGET, REFERENCE,
     SAMPLE_COLUMNS, SKIPPED_MEMORY, SKIPPED_TIME, STEP_COLUMNS, WRONG, Case, Variant, release, variant_label,
@@ -98,19 +99,6 @@ class ProgressEvent:
         return self.message
 
 
-@contextlib.contextmanager
-def _flushed_denormals(enabled: bool) -> Iterator[bool]:
-    """Flush denormals to zero on the CPU inside the block (torch has no getter: off after)."""
-    if not enabled:
-        yield False
-        return
-    supported = torch.set_flush_denormal(True)
-    try:
-        yield supported
-    finally:
-        torch.set_flush_denormal(False)
-
-
 def _loadavg() -> list[float] | None:
     try:
         return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
@@ -149,7 +137,6 @@ def reproduce(
     epochs: int = HEBBIAN_EPOCHS,
     lr: float = 1e-3,
     ceilings: Ceilings | None = None,
-    flush_denormal: bool | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
 ) -> Reproduction:
     """Time the paper's Hebbian training steps per layer and per step, and extrapolate to training.
@@ -165,11 +152,8 @@ def reproduce(
     rules in turn (rule i of R may start non-reference work until i+1 R-ths of it have
     passed); work that would not fit is skipped and estimated, ``fh`` always runs
     (None: no limit); ``ceilings``: the device's measured peak rates, if already known
-    (default: measured here); ``flush_denormal``: flush denormal floats to zero on the CPU
-    during the run (default: on for a CPU device, then switched off again). SWTA's softmax
-    at T = 0.02 yields many denormal weights (e^-88 .. e^-103), which slow CPU arithmetic
-    on them by an order of magnitude, a penalty GPUs do not have. Raises :class:`~hebbbench.errors.UserError` for a
-    missing dataset or an unavailable device.
+    (default: measured here). Raises :class:`~hebbbench.errors.UserError` for a missing
+    dataset or an unavailable device.
     """
     started = time.perf_counter()
     device = torch.device(device)
@@ -187,9 +171,8 @@ def reproduce(
         if ds not in spec.datasets:
             raise ValueError(f"network {spec.name} is not defined for dataset {ds!r}; allowed: "
                              f"{', '.join(spec.datasets)}")
-    budget = memory_budget if memory_budget is not None else MEMORY_SHARE * available_bytes(device)
+    budget = memory_budget if memory_budget is not None else MEMORY_SHARE * available_memory(str(device))
     load_start = _loadavg()
-    flush = device.type == "cpu" if flush_denormal is None else flush_denormal
     total = len(specs) * len(rules)
     done = 0
     layer_rows: list[dict[str, Any]] = []
@@ -204,36 +187,35 @@ def reproduce(
                 progress(ProgressEvent(network, rule, stage, layer, done, total, message))
         return report
 
-    with _flushed_denormals(flush) as flushed:
-        ceilings = ceilings or measure_ceilings(device, dtype)
-        calibration = Calibration()
-        for spec in specs:
-            network_start = time.perf_counter()
-            reporter(spec.name, "")("data", "", f"{spec.name}: loading {batches} batch(es) of {datasets[spec.name]}")
-            data = load_batches(datasets[spec.name], spec.batch_size, spec.input_size, batches, data_root=data_root,
-                                workers=workers, seed=seed, device=device, dtype=dtype)
-            data_meta[spec.name] = {"dataset": datasets[spec.name], "source": data.source,
-                                    "load_seconds": data.load_seconds, "seconds_per_batch": data.seconds_per_batch}
-            for index, rule in enumerate(rules):
-                deadline = math.inf if time_budget is None else network_start + time_budget * (index + 1) / len(rules)
-                variants = [Variant(variant_label(i, o), i, o,
-                                     build_network(spec, rule, i, device, dtype, seed, dataset=datasets[spec.name],
-                                                   lr=lr, **o))
-                            for i, o in variants_spec]
-                case = Case(spec, datasets[spec.name], rule, variants, data, device, dtype, policy, ceilings,
-                             max_naive_seconds, budget, calibration, deadline, reporter(spec.name, rule))
-                case.run_layers()
-                case.run_step()
-                layer_rows += case.layer_rows()
-                step_rows += case.step_rows(epochs)
-                sample_rows += case.sample_rows()
-                calibration_meta[f"{spec.name}/{rule}"] = {
-                    v.label: calibration.factor(rule, v.impl, v.label)[1] for v in variants}
-                del case, variants
-                release(device)
-                done += 1
-                reporter(spec.name, rule)("done", "", f"{spec.name} {rule}: done ({done}/{total})")
-            del data
+    ceilings = ceilings or ceilings_mod.measure(str(device), dtype)
+    calibration = Calibration()
+    for spec in specs:
+        network_start = time.perf_counter()
+        reporter(spec.name, "")("data", "", f"{spec.name}: loading {batches} batch(es) of {datasets[spec.name]}")
+        data = load_batches(datasets[spec.name], spec.batch_size, spec.input_size, batches, data_root=data_root,
+                            workers=workers, seed=seed, device=device, dtype=dtype)
+        data_meta[spec.name] = {"dataset": datasets[spec.name], "source": data.source,
+                                "load_seconds": data.load_seconds, "seconds_per_batch": data.seconds_per_batch}
+        for index, rule in enumerate(rules):
+            deadline = math.inf if time_budget is None else network_start + time_budget * (index + 1) / len(rules)
+            variants = [Variant(variant_label(i, o), i, o,
+                                 build_network(spec, rule, i, device, dtype, seed, dataset=datasets[spec.name],
+                                               lr=lr, **o))
+                        for i, o in variants_spec]
+            case = Case(spec, datasets[spec.name], rule, variants, data, device, dtype, policy, ceilings,
+                         max_naive_seconds, budget, calibration, deadline, reporter(spec.name, rule))
+            case.run_layers()
+            case.run_step()
+            layer_rows += case.layer_rows()
+            step_rows += case.step_rows(epochs)
+            sample_rows += case.sample_rows()
+            calibration_meta[f"{spec.name}/{rule}"] = {
+                v.label: calibration.factor(rule, v.impl, v.label)[1] for v in variants}
+            del case, variants
+            release(device)
+            done += 1
+            reporter(spec.name, rule)("done", "", f"{spec.name} {rule}: done ({done}/{total})")
+        del data
     meta = {
         "hebbbench": hebbbench.__version__, "python": platform.python_version(), "torch": torch.__version__,
         "device": str(device),
@@ -246,7 +228,7 @@ def reproduce(
         "max_naive_seconds": max_naive_seconds, "memory_budget_bytes": budget, "time_budget_s": time_budget,
         "ceilings": asdict(ceilings),
         "calibration": calibration_meta, "data": data_meta, "data_root": str(data_root) if data_root else None,
-        "workers": workers, "flush_denormal": bool(flush and flushed),
+        "workers": workers,
         "loadavg_start": load_start, "loadavg_end": _loadavg(),
         "wall_seconds": time.perf_counter() - started,
     }

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hebbbench import rules
-from hebbbench.costmodel import Calibration, Ceilings
+from hebbbench.ceilings import Ceilings
+from hebbbench.costmodel import Calibration
 from hebbbench.errors import UserError
 from hebbbench.networks import scale_spec
 from hebbbench.reproduce import LAYER_COLUMNS, SAMPLE_COLUMNS, STEP_COLUMNS, reproduce, variant_label
@@ -17,7 +18,7 @@ from hebbbench.timing import TimingPolicy
 SMALL = scale_spec("6layer", width=1 / 8, batch_size=4)
 QUICK = TimingPolicy(warmup_s=0, min_rounds=2, max_rounds=3, min_rounds_capped=2, case_seconds=0.05,
                      flush_cache=False)
-CEILINGS = Ceilings(1e11, 1e10, "fixed for tests")
+CEILINGS = Ceilings("cpu", "float32", matmul_flop_per_s=1e11, matmul_size=0, copy_byte_per_s=1e10, copy_bytes=0)
 IMPLS = [("naive", {"group_size": 8}), ("naive", {"group_size": 5}), ("fh", {})]
 
 
@@ -39,7 +40,7 @@ def test_frames_are_tidy_with_documented_columns(result):
     assert list(result.samples.columns) == SAMPLE_COLUMNS
     assert len(result.layers) == 2 * 3 * 5 and len(result.steps) == 2 * 3
     assert not result.layers.duplicated(["network", "rule", "variant", "layer"]).any()
-    assert set(result.steps.variant) == {"naive(group_size=8)", "naive(group_size=5)", "fh"}
+    assert set(result.steps.variant) == {"naive(G=8)", "naive(G=5)", "fh"}
     assert list(result.claims.speedup) == [70.0, 50.0, 20.0]
     assert result.meta["networks"] == ["6layer"] and result.meta["reference"] == "fh"
 
@@ -79,10 +80,10 @@ def test_over_budget_naive_is_estimated_and_marked():
     fh = r.layers[r.layers.impl == "fh"]
     assert (fh.status == "ok").all() and not fh.estimated.any()
     steps = r.steps.set_index("variant")
-    assert steps.loc["naive(group_size=8)", "status"] == "estimated"
-    assert bool(steps.loc["naive(group_size=8)", "estimated"])
-    assert steps.loc["naive(group_size=8)", "method"].startswith("composed:")
-    assert steps.loc["naive(group_size=8)", "fh_speedup"] > 0
+    assert steps.loc["naive(G=8)", "status"] == "estimated"
+    assert bool(steps.loc["naive(G=8)", "estimated"])
+    assert steps.loc["naive(G=8)", "method"].startswith("composed:")
+    assert steps.loc["naive(G=8)", "fh_speedup"] > 0
     assert steps.loc["fh", "status"] == "ok"
 
 
@@ -128,24 +129,18 @@ def test_arguments_are_checked():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA is not available"):
             run(device="cuda")
-    assert variant_label("naive", {"group_size": 8}) == "naive(group_size=8)" and variant_label("fh", {}) == "fh"
+    assert variant_label("naive", {"group_size": 8}) == "naive(G=8)" and variant_label("fh", {}) == "fh"
 
 
 def test_calibration_falls_back_in_order():
     c = Calibration()
-    assert c.factor("hpca", "naive", "naive(group_size=8)")[1].startswith("roofline, uncalibrated")
-    c.add("swta", "naive", "naive(group_size=8)", measured=2.0, roofline=1.0)
-    assert c.factor("hpca", "naive", "naive(group_size=8)") == (2.0, "roofline x 2 (calibrated on 1 measured "
+    assert c.factor("hpca", "naive", "naive(G=8)")[1].startswith("roofline, uncalibrated")
+    c.add("swta", "naive", "naive(G=8)", measured=2.0, roofline=1.0)
+    assert c.factor("hpca", "naive", "naive(G=8)") == (2.0, "roofline x 2 (calibrated on 1 measured "
                                                                     "layer(s) under other rules)")
     c.add("hpca", "naive", "naive(group_size=128)", measured=3.0, roofline=1.0)
-    assert c.factor("hpca", "naive", "naive(group_size=8)")[0] == 3.0  # same rule first
-    c.add("hpca", "naive", "naive(group_size=8)", measured=5.0, roofline=1.0)
-    assert c.predict("hpca", "naive", "naive(group_size=8)", 2.0)[0] == 10.0
+    assert c.factor("hpca", "naive", "naive(G=8)")[0] == 3.0  # same rule first
+    c.add("hpca", "naive", "naive(G=8)", measured=5.0, roofline=1.0)
+    assert c.predict("hpca", "naive", "naive(G=8)", 2.0)[0] == 10.0
 
 
-def test_denormals_flushed_only_during_a_cpu_run():
-    r = run(rules=["swta"], impls=["fh"])
-    assert r.meta["flush_denormal"] is True
-    tiny = torch.tensor([1e-40])  # a float32 denormal survives once the run is over
-    assert (tiny * 1.0).item() != 0.0
-    assert run(rules=["swta"], impls=["fh"], flush_denormal=False).meta["flush_denormal"] is False
