@@ -116,12 +116,88 @@ def report_command(
 
     Several sets (e.g. a CPU run and a GPU run) are merged, one panel per device/run and dtype.
     """
-    from hebbbench.reports import build
+    from hebbbench.reports import build, reproduction
 
+    if any(reproduction.is_reproduction(d) for d in run_dirs):
+        if len(run_dirs) != 1:
+            raise UserError("a reproduction result set is reported on its own: give one folder")
+        target = reproduction.build(run_dirs[0], out=out, argv=sys.argv)
+        out_console.print(f"report in {target} (report.md, report.html)")
+        return
     written = build(run_dirs, out=out)
     for stem, why in written.omitted.items():
         err_console.print(f"{stem}: not drawn: {why}", markup=False, highlight=False, soft_wrap=True)
     out_console.print(f"report in {written.path} (report.md, report.html, {len(written.figures)} figures)")
+
+
+@app.command()
+def reproduce(
+    networks: Annotated[str, typer.Option(help="6layer, 10layer, vgg11, vgg16 (comma separated).")] = "6layer",
+    rules: Annotated[str, typer.Option(help="Rules, comma separated.")] = "swta,hpca",
+    impls: Annotated[str, typer.Option(help="Implementation variants, e.g. naive:group_size=8,fh.")]
+    = "naive:group_size=8,naive:group_size=128,fh",
+    devices: Annotated[str, typer.Option(help="cpu, cuda, cuda:N (comma separated; one result set each).")] = "auto",
+    batches: Annotated[int, typer.Option(help="Mini-batches timed per network (k).")] = 2,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Real datasets here (default: synthetic).")]
+    = None,
+    workers: Annotated[int, typer.Option(help="DataLoader workers for real data.")] = 0,
+    max_naive_seconds: Annotated[float, typer.Option("--max-naive-seconds",
+                                                     help="Time a naive call only if predicted below.")] = 2.5,
+    time_budget: Annotated[float, typer.Option("--time-budget", help="Seconds per network for naive work "
+                                                                    "(0: no limit).")] = 100.0,
+    seed: Annotated[int, typer.Option(help="Seed of weights and synthetic data.")] = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Result folder (default ./results/<run-id>).")] = None,
+    report: Annotated[bool, typer.Option(help="Write the report to ./reports/<run-id>/.")] = True,
+) -> None:
+    """Hebbian training of the paper's networks: epoch time of naive against FastHebb, beside the claims."""
+    from datetime import datetime, timezone
+
+    import torch
+
+    from hebbbench.devices import resolve_devices
+    from hebbbench.reports import reproduction
+    from hebbbench.reproduce import reproduce as run_reproduce
+
+    variants = []
+    for item in split(impls):
+        impl, _, opts = item.partition(":")
+        options = {}
+        for pair in filter(None, opts.split(";")):
+            key, _, value = pair.partition("=")
+            try:
+                options[key] = int(value)
+            except ValueError:
+                raise UserError(f"--impls: option {pair!r} of {impl} must be name=integer") from None
+        variants.append((impl, options))
+    if batches < 1:
+        raise UserError(f"--batches must be >= 1, got {batches}")
+    all_devices = resolve_devices(split(devices))
+    for device in all_devices:
+        started = datetime.now(timezone.utc)
+        with err_console.status(f"reproduce on {device}") as status:
+            try:
+                result = run_reproduce(networks=split(networks), rules=split(rules), impls=variants,
+                                       device=device, batches=batches, data_root=data_root, workers=workers,
+                                       seed=seed, max_naive_seconds=max_naive_seconds,
+                                       time_budget=time_budget or None,
+                                       progress=lambda event: status.update(str(event)))
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+        name = device.replace(":", "") if device == "cpu" else \
+            torch.cuda.get_device_name(device).lower().replace("nvidia", "").strip().split()[-1]
+        run_id = f"reproduce-{'+'.join(split(networks))}-{name}-{started.strftime('%Y%m%d-%H%M%S')}"
+        folder = out if out is not None and len(all_devices) == 1 else (out or Path("results")) / run_id
+        path = reproduction.save(result, folder, seed, sys.argv, started.isoformat(timespec="seconds"),
+                                 datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        out_console.print(f"results in {path}")
+        head = reproduction.headline_rows(result.steps)
+        for _, row in head.iterrows():
+            out_console.print(f"  {row['network']} {row['rule']}: naive(G=8) epoch {row['naive_epoch_s']:.1f} s, "
+                              f"fh epoch {row['fh_epoch_s']:.2f} s, speedup {row['speedup']:.1f}x"
+                              + (" (estimated)" if row["estimated"] else ""))
+        if report:
+            target = reproduction.build(path, out=Path("reports") / path.name)
+            out_console.print(f"report in {target}")
 
 
 @app.command()

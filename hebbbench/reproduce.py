@@ -36,7 +36,7 @@ from hebbbench.ceilings import Ceilings
 from hebbbench.costmodel import Calibration
 from hebbbench.data import load_batches
 from hebbbench.errors import UserError
-from hebbbench.devices import available_memory
+from hebbbench.devices import available_memory, device_name
 from hebbbench.netcase import (
     COMPOSED, ERROR, ESTIMATED, ESTIMATED_STATUSES, LAYER_COLUMNS, OK, OOM, OVER_BUDGET, REFERENCE,
     SAMPLE_COLUMNS, SKIPPED_MEMORY, SKIPPED_TIME, STEP_COLUMNS, WRONG, Case, Variant, release, variant_label,
@@ -219,8 +219,7 @@ def reproduce(
     meta = {
         "hebbbench": hebbbench.__version__, "python": platform.python_version(), "torch": torch.__version__,
         "device": str(device),
-        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                        else platform.processor() or platform.machine()),
+        "device_name": device_name(str(device)),
         "threads": torch.get_num_threads(), "dtype": str(dtype).removeprefix("torch."), "seed": seed,
         "networks": [s.name for s in specs], "rules": list(rules),
         "impls": [{"impl": i, "options": o, "variant": variant_label(i, o)} for i, o in variants_spec],

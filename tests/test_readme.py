@@ -30,7 +30,7 @@ def test_readme_python_examples_run():
     namespace: dict = {}
     try:
         for block in code_blocks("python"):
-            if "hebbbench.run(" in block:  # a whole benchmark run: covered by tests/test_run.py
+            if "hebbbench.run(" in block or "reproduce(" in block:  # whole runs: tests/test_run.py, test_reproduce*.py
                 continue
             exec(compile(block, "README.md", "exec"), namespace)  # one namespace, as in a notebook
         assert ("hpca", "mine") in rules.available()

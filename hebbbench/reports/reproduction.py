@@ -1,0 +1,257 @@
+"""The reproduction of the paper's claim as a result set and a report (``hebbbench reproduce``).
+
+A reproduction result set is a folder with ``steps.csv`` (one row per network × rule ×
+implementation variant: step time, epoch and 20-epoch extrapolations, speedup of fh),
+``layers.csv`` (the same per Hebbian layer), ``samples.csv`` (raw samples), ``claims.csv``
+(the published claims) and ``env.json`` (``kind = "reproduce"``, parameters, environment).
+
+The report sets the measured speedups beside the published ones ("up to 70x",
+Neurocomputing 2024; "up to 50x", SISAP 2022; "more than 20x", the authors' repository)
+and says, per device, whether "up to 70x" is reproduced, exceeded or missed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+from hebbbench import environment
+from hebbbench.errors import UserError
+from hebbbench.reports import render
+from hebbbench.summary import format_bytes, format_seconds
+
+KIND = "reproduce"
+FILES = {"steps": "steps.csv", "layers": "layers.csv", "samples": "samples.csv", "claims": "claims.csv"}
+#: the headline claim checked by the verdict.
+HEADLINE_CLAIM = 70.0
+#: the baseline of the headline speedups: the authors' original grouping.
+BASELINE = "naive(G=8)"
+MARKERS = {"swta": "o", "hpca": "s"}
+
+
+def save(result, out: str | Path, seed: int, argv: list[str] | None, started_at: str, finished_at: str) -> Path:
+    """Write a :class:`~hebbbench.reproduce.Reproduction` as a result set; refuses to overwrite one."""
+    path = Path(out)
+    if (path / "env.json").exists():
+        raise UserError(f"{path} already holds a result set; choose another --out")
+    path.mkdir(parents=True, exist_ok=True)
+    for name, file in FILES.items():
+        getattr(result, name).to_csv(path / file, index=False)
+    env = {"kind": KIND, "schema_version": 1, "run_id": path.name, "started_at": started_at,
+           "finished_at": finished_at, "status": "complete", "meta": result.meta,
+           "env": environment.collect(seed, argv)}
+    tmp = path / "env.json.tmp"
+    tmp.write_text(json.dumps(env, indent=2, default=str) + "\n")
+    os.replace(tmp, path / "env.json")
+    return path
+
+
+def is_reproduction(path: str | Path) -> bool:
+    try:
+        return json.loads((Path(path) / "env.json").read_text()).get("kind") == KIND
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def load(path: str | Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    path = Path(path)
+    if not is_reproduction(path):
+        raise UserError(f"{path} is not a reproduction result set: expected env.json with kind 'reproduce'")
+    frames = {}
+    for name, file in FILES.items():
+        if not (path / file).is_file():
+            raise UserError(f"{path} is incomplete: {file} is missing")
+        frames[name] = pd.read_csv(path / file)
+    return json.loads((path / "env.json").read_text()), frames
+
+
+def verdict(best: float) -> str:
+    """'up to 70x' against the best measured speedup of a device."""
+    if not math.isfinite(best):
+        return "not measured"
+    if best >= 1.1 * HEADLINE_CLAIM:
+        return f"exceeded ({best:.0f}x > 70x)"
+    if best >= 0.9 * HEADLINE_CLAIM:
+        return f"reproduced ({best:.0f}x ≈ 70x)"
+    return f"missed ({best:.0f}x < 70x)"
+
+
+def headline_rows(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per network and rule: naive(G=8) and fh epoch and 20-epoch times, and the speedup."""
+    rows = []
+    for (network, rule), part in steps.groupby(["network", "rule"], sort=False):
+        by = {r["variant"]: r for _, r in part.iterrows()}
+        fh, base = by.get("fh"), by.get(BASELINE)
+        if fh is None or base is None:
+            continue
+        rows.append({"network": network, "dataset": fh["dataset"], "rule": rule, "batch": fh["batch_size"],
+                     "naive_epoch_s": base["epoch_s"], "fh_epoch_s": fh["epoch_s"],
+                     "naive_total_s": base["total_s"], "fh_total_s": fh["total_s"],
+                     "speedup": base["fh_speedup"], "low": base["fh_speedup_low"], "high": base["fh_speedup_high"],
+                     "estimated": bool(base["estimated"]), "naive_status": base["status"],
+                     "naive_method": base["method"], "fh_peak": fh["peak_bytes"], "naive_peak": base["peak_bytes"]})
+    return pd.DataFrame(rows)
+
+
+def _speedup_text(row: pd.Series) -> str:
+    if not math.isfinite(row["speedup"]):
+        return render.DASH
+    interval = (f" [{row['low']:.3g}, {row['high']:.3g}]"
+                if math.isfinite(row["low"]) and math.isfinite(row["high"]) else "")
+    return f"{row['speedup']:.3g}×{interval}" + (" (estimated)" if row["estimated"] else "")
+
+
+def _figure_speedup(head: pd.DataFrame, title: str):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.0), layout="constrained")
+    labels = [f"{n}\n{r}" for n, r in zip(head["network"], head["rule"])]
+    x = np.arange(len(head))
+    for i, row in head.iterrows():
+        low = row["speedup"] - row["low"] if math.isfinite(row["low"]) else 0
+        high = row["high"] - row["speedup"] if math.isfinite(row["high"]) else 0
+        ax.errorbar([x[i]], [row["speedup"]], yerr=[[low], [high]], fmt=MARKERS.get(row["rule"], "D"),
+                    color="tab:gray" if row["estimated"] else "tab:blue", capsize=4, ms=7)
+        ax.annotate(f"{row['speedup']:.3g}×" + (" est." if row["estimated"] else ""), (x[i], row["speedup"]),
+                    textcoords="offset points", xytext=(8, 0), va="center", fontsize=8)
+    for value, text, style in ((70, "up to 70× (Neurocomputing 2024)", "--"), (50, "up to 50× (SISAP 2022)", ":"),
+                               (20, "more than 20× (authors' code)", "-.")):
+        ax.axhline(value, color="tab:red", ls=style, lw=1)
+        ax.text(len(head) - 0.5, value, text, color="tab:red", fontsize=7, ha="right", va="bottom")
+    ax.axhline(1, color="black", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(x, labels)
+    ax.set_xlim(-0.6, len(head) - 0.4)
+    ax.set_ylabel(f"speedup of fh over {BASELINE} (×), whole step")
+    ax.set_title(title)
+    values = [v for v in list(head["speedup"]) + list(head["high"]) if math.isfinite(v)] + [80, 1]
+    ax.set_ylim(0.8, max(values) * 1.8)
+    return fig
+
+
+def _figure_layers(layers: pd.DataFrame, title: str):
+    import matplotlib.pyplot as plt
+
+    panels = list(layers.groupby(["network", "rule"], sort=False))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, 2.6 * len(panels)), layout="constrained", squeeze=False)
+    for ax, ((network, rule), part) in zip(axes[:, 0], panels):
+        names = list(dict.fromkeys(part["layer"]))
+        x = np.arange(len(names))
+        for offset, variant, color in ((-0.2, BASELINE, "tab:orange"), (0.2, "fh", "tab:blue")):
+            rows = part[part["variant"] == variant].set_index("layer").reindex(names)
+            times = rows["median_s"].where(rows["status"] == "ok", rows["predicted_s"]).astype(float)
+            estimated = rows["status"] != "ok"
+            ax.bar(x + offset, times, width=0.4, color=color, label=variant,
+                   hatch=None, edgecolor=color)
+            ax.bar((x + offset)[estimated.values], times[estimated.values], width=0.4, color="white",
+                   edgecolor=color, hatch="//", label=f"{variant} (estimated)" if estimated.any() else None)
+        base = part[part["variant"] == BASELINE].set_index("layer").reindex(names)
+        for i, name in enumerate(names):
+            s = base["fh_speedup"].iloc[i]
+            if math.isfinite(s):
+                ax.annotate(f"{s:.3g}×", (x[i], ax.get_ylim()[1]), xytext=(0, -10), textcoords="offset points",
+                            ha="center", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_xticks(x, names)
+        ax.set_ylabel("update time (s)")
+        ax.set_title(f"{network}, {rule}: per-layer update time, speedup above", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def build(path: str | Path, out: str | Path | None = None, argv: list[str] | None = None) -> Path:
+    """Write report.md, report.html and figures of a reproduction result set."""
+    env, frames = load(path)
+    run_id = env.get("run_id") or Path(path).name
+    target = Path(out) if out is not None else Path("reports") / run_id
+    if target.is_dir() and any(target.iterdir()) and not (target / "report.md").exists():
+        raise UserError(f"{target} is not empty and holds no earlier report; choose another --out")
+    target.mkdir(parents=True, exist_ok=True)
+    meta, steps, layers, claims = env.get("meta", {}), frames["steps"], frames["layers"], frames["claims"]
+    device = f"{meta.get('device_name', '?')} ({meta.get('device', '?')})"
+    title = f"{device}, {meta.get('dtype', '?')}, torch {meta.get('torch', '?')}"
+    head = headline_rows(steps)
+
+    doc = render.Document(f"hebbbench reproduce: {run_id}")
+    best = float(head["speedup"].max()) if len(head) else math.nan
+    doc.add(render.Heading("Verdict"), render.Paragraph(
+        f"On {device}, the best whole-step speedup of fh over the original formulation ({BASELINE}) is "
+        f"**{best:.3g}×**: the paper's \"up to 70×\" is **{verdict(best)}** here."
+        if math.isfinite(best) else "No fh-over-naive speedup was measured."))
+    doc.add(render.Heading("Epoch time, naive against FastHebb"), render.Table(
+        ["network", "dataset", "rule", "batch", f"{BASELINE} epoch", "fh epoch", f"{BASELINE} 20 epochs",
+         "fh 20 epochs", "speedup [95 % CI]", "peak memory naive / fh"],
+        [[r["network"], r["dataset"], r["rule"], str(r["batch"]), format_seconds(r["naive_epoch_s"]),
+          format_seconds(r["fh_epoch_s"]), format_seconds(r["naive_total_s"]), format_seconds(r["fh_total_s"]),
+          _speedup_text(r), f"{_peak(r['naive_peak'])} / {_peak(r['fh_peak'])}"]
+         for _, r in head.iterrows()], align="lllrrrrrrl"))
+    estimated = head[head["estimated"]] if len(head) else head
+    if len(estimated):
+        doc.add(render.Paragraph(
+            "**Estimated** rows: the naive step could not be timed whole (out of memory, or over the time "
+            "budget on some layers); its time is composed from the layers it ran and the calibrated cost "
+            "model for the rest: " + "; ".join(f"{r['network']}/{r['rule']}: {r['naive_method']}"
+                                              for _, r in estimated.iterrows())))
+    doc.add(render.Heading("Published claims"), render.Table(
+        ["claim", "source"], [[str(c["claim"]), str(c["source"])] for _, c in claims.iterrows()]))
+
+    with matplotlib.rc_context({"font.size": 9, "svg.hashsalt": "hebbbench", "svg.fonttype": "none"}):
+        import matplotlib.pyplot as plt
+
+        for stem, heading, make in (("speedup", "Whole-step speedup beside the published claims",
+                                     lambda: _figure_speedup(head, title)),
+                                    ("layers", "Per-layer breakdown: where the speedup comes from",
+                                     lambda: _figure_layers(layers, title))):
+            if (stem == "speedup" and head.empty) or (stem == "layers" and layers.empty):
+                doc.add(render.Heading(heading, 3), render.Paragraph("*Not drawn:* no data."))
+                continue
+            fig = make()
+            png, svg = target / f"{stem}.png", target / f"{stem}.svg"
+            fig.savefig(png, dpi=110, metadata={"Software": None})
+            fig.savefig(svg, metadata={"Date": None})
+            plt.close(fig)
+            doc.add(render.Heading(heading, 3), render.FigureBlock(stem, heading, png, svg))
+
+    doc.add(render.Heading("Every variant"), render.Table(
+        ["network", "rule", "variant", "status", "step median", "IQR", "samples", "fh speedup", "epoch", "note"],
+        [[r["network"], r["rule"], r["variant"], str(r["status"]), format_seconds(r["median_s"]),
+          format_seconds(r["iqr_s"]), str(r["n_samples"]), _speedup_text(
+              {"speedup": r["fh_speedup"], "low": r["fh_speedup_low"], "high": r["fh_speedup_high"],
+               "estimated": bool(r["estimated"])}), format_seconds(r["epoch_s"]),
+          render.md_escape(str(r["note"]) if isinstance(r["note"], str) else "")]
+         for _, r in steps.iterrows()]))
+    doc.add(render.Heading("Per layer"), render.Table(
+        ["network", "rule", "layer", "N", "M", "D", "variant", "status", "median", "fh speedup"],
+        [[r["network"], r["rule"], r["layer"], str(r["n"]), str(r["m"]), str(r["d"]), r["variant"],
+          str(r["status"]), format_seconds(r["median_s"] if r["status"] == "ok" else r["predicted_s"])
+          + ("" if r["status"] == "ok" else " (est.)"),
+          f"{r['fh_speedup']:.3g}×" if math.isfinite(r["fh_speedup"]) else render.DASH]
+         for _, r in layers.iterrows()]))
+    info = env.get("env", {})
+    doc.add(render.Heading("Environment"), render.Table(["item", "value"], [
+        ["device", device], ["dtype", str(meta.get("dtype"))], ["threads", str(meta.get("threads"))],
+        ["torch / Python", f"{info.get('torch')} / {info.get('python')}"],
+        ["hebbbench", f"{info.get('hebbbench_version')}, commit {(info.get('git') or {}).get('commit')}"],
+        ["mini-batches timed", str(meta.get("batches"))], ["Hebbian epochs", str(meta.get("epochs"))],
+        ["budgets", f"naive call {meta.get('max_naive_seconds')} s, per network {meta.get('time_budget_s')} s, "
+                    f"memory {format_bytes(meta.get('memory_budget_bytes') or 0)}"],
+        ["data", "; ".join(f"{k}: {v.get('source')}" for k, v in (meta.get("data") or {}).items())],
+        ["wall time", format_seconds(meta.get("wall_seconds", math.nan))],
+    ]), render.Paragraph("The command that produced the data:"), render.Code(" ".join(info.get("command") or [])),
+        render.Heading("Regenerating this report", 3),
+        render.Code(" ".join(argv or ["hebbbench", "report", str(path)] + (["--out", str(out)] if out else []))))
+    (target / "report.md").write_text(render.to_markdown(doc))
+    (target / "report.html").write_text(render.to_html(doc))
+    return target
+
+
+def _peak(value: Any) -> str:
+    return format_bytes(value) if isinstance(value, (int, float)) and math.isfinite(value) else render.DASH

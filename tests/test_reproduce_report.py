@@ -1,0 +1,67 @@
+"""The reproduction as a result set and a report: files, verdict, the run's numbers, the CLI."""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+import pytest
+
+from hebbbench import cli
+from hebbbench.reports import reproduction
+from hebbbench.reproduce import reproduce
+from test_reproduce import CEILINGS, QUICK, SMALL
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    result = reproduce(networks=[SMALL], rules=["hpca"], impls=[("naive", {"group_size": 8}), ("fh", {})],
+                       policy=QUICK, ceilings=CEILINGS, batches=1, max_naive_seconds=60.0)
+    path = reproduction.save(result, tmp_path_factory.mktemp("r") / "rep", 0, ["hebbbench", "reproduce"],
+                             "start", "end")
+    return path, result
+
+
+def test_saved_set_round_trips(saved):
+    path, result = saved
+    assert reproduction.is_reproduction(path)
+    env, frames = reproduction.load(path)
+    assert env["kind"] == "reproduce" and env["env"]["command"] == ["hebbbench", "reproduce"]
+    assert len(frames["steps"]) == len(result.steps) and list(frames["claims"]["speedup"]) == [70.0, 50.0, 20.0]
+
+
+def test_report_carries_verdict_numbers_and_figures(saved, tmp_path):
+    path, result = saved
+    target = reproduction.build(path, out=tmp_path / "report")
+    text = (target / "report.md").read_text()
+    head = reproduction.headline_rows(pd.read_csv(path / "steps.csv"))
+    assert len(head) == 1
+    speedup = head["speedup"].iloc[0]
+    assert f"**{speedup:.3g}×**" in text and reproduction.verdict(speedup).split()[0] in text
+    assert "up to 70x faster Hebbian training" in text
+    for stem in ("speedup", "layers"):
+        assert (target / f"{stem}.png").stat().st_size > 0 and (target / f"{stem}.svg").exists()
+    assert "data:image/png;base64," in (target / "report.html").read_text()
+
+
+@pytest.mark.parametrize("best, word", [(80.0, "exceeded"), (70.0, "reproduced"), (16.0, "missed"),
+                                        (float("nan"), "not measured")])
+def test_verdict(best, word):
+    assert reproduction.verdict(best).startswith(word)
+
+
+def test_report_command_dispatches_to_the_reproduction_report(saved, tmp_path, monkeypatch, capsys):
+    path, _ = saved
+    monkeypatch.setattr(sys, "argv", ["hebbbench", "report", str(path), "--out", str(tmp_path / "via-cli")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code in (0, None)
+    assert (tmp_path / "via-cli" / "report.md").exists()
+
+
+def test_unknown_network_is_one_line_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["hebbbench", "reproduce", "--networks", "resnet", "--devices", "cpu"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and "resnet" in err[0]
