@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hebbbench.networks import NETWORKS, build_network, feature_size, layer_shapes, scale_spec
+from hebbbench.networks import NETWORKS, build_network, feature_size, get_spec, layer_shapes, scale_spec
 
 
 def test_6layer_shapes_match_design():
@@ -78,3 +78,23 @@ def test_set_impl_keeps_rule_options_and_weights():
 def test_bad_arguments_raise_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("network", ["6layer", "10layer", "vgg11"])
+def test_paper_preset_lists_the_networks_hebbian_layers(network):
+    """The paper preset (TOML data) and the network definitions describe the same layers."""
+    from hebbbench.grid import load_grid
+
+    sweep = next(s for s in load_grid("paper").sweeps if s.name == network)
+    shapes = layer_shapes(network)
+    assert [layer.name for layer in sweep.layers] == [s.name for s in shapes]
+    assert list(sweep.batch_sizes) == [get_spec(network).batch_size]
+    for layer, shape in zip(sweep.layers, shapes):
+        assert layer.kind == shape.kind
+        if layer.kind == "linear":
+            assert (layer.in_features, layer.out_features) == (shape.c_in, shape.c_out)
+        else:
+            assert (layer.in_channels, layer.out_channels, layer.kernel_size, layer.input_size, layer.stride,
+                    layer.padding) == (shape.c_in, shape.c_out, shape.kernel, tuple(shape.input_hw), shape.stride,
+                                       shape.padding)
+        assert (layer.rows(sweep.batch_sizes[0]), layer.d, layer.m) == (shape.n, shape.d, shape.m)
