@@ -7,6 +7,11 @@
   update and W ← W + ηΔW (``layer.hebbian_step``); the weights are restored before
   every sample, outside the timed region.
 
+Every case also times a *calibration*: the matrix product Yᵀ X, (M,N)@(N,D), on the case's
+own rows (repeated up to about 1e8 FLOP), interleaved with the variants: the reference that
+``hebbbench compare`` divides each variant's samples by, round by round, so that runs on
+different machines, or on one machine under different load, can be compared.
+
 Every variant's ΔW is first checked against the FastHebb form computed in float64 on the
 same inputs. The analytic cost (FLOPs, bytes, memory) of every variant comes from its
 implementation's cost model plus the layer's own work.
@@ -70,6 +75,18 @@ def predict(case: Case, variant: Variant) -> Cost:
     return Cost(flops, nbytes, memory + reference, rule.overhead_seconds(n, m, d))
 
 
+#: the calibration repeats Yᵀ X until it does this much work (about a millisecond on one CPU core:
+#: a single small product is too short to time steadily on a shared machine) ...
+CALIBRATION_FLOP = 1e8
+#: ... but at most this many times (tiny cases).
+CALIBRATION_MAX_REPEATS = 64
+
+
+def calibration_repeats(n: int, m: int, d: int) -> int:
+    """How many times the calibration computes Yᵀ X, (M,N)@(N,D), for a case of this size."""
+    return max(1, min(CALIBRATION_MAX_REPEATS, math.ceil(CALIBRATION_FLOP / (2.0 * n * m * d))))
+
+
 def generator_for(case: Case, seed: int) -> torch.Generator:
     """A CPU generator seeded by the run's seed and the case's rule, layer and batch (not its impls)."""
     key = f"{case.rule}/{case.layer.name}/{case.batch}".encode()
@@ -119,6 +136,19 @@ class CaseWorkload:
             else:
                 self.x, self.y = self.images, self.maps
         self._reference_layer = reference_layer
+
+    def calibration(self) -> Callable[[], Tensor]:
+        """The calibration call: Yᵀ X on the case's rows, repeated ``calibration_repeats`` times."""
+        x, y = self.x, self.y
+        out = torch.empty(y.shape[1], x.shape[1], dtype=x.dtype, device=x.device)
+        repeats = calibration_repeats(self.case.n, self.case.layer.m, self.case.layer.d)
+
+        @torch.no_grad()
+        def call() -> Tensor:
+            for _ in range(repeats):
+                torch.mm(y.T, x, out=out)  # (M,N)@(N,D) -> (M,D)
+            return out
+        return call
 
     @torch.no_grad()
     def reference(self) -> Tensor:

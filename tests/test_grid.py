@@ -72,6 +72,8 @@ def test_exclusion_patterns():
      "unknown option"),
     ("[timing]\ncase_seconds = 0\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]",
      r"\[timing\]"),
+    ("[timing]\nthreads = 0\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]",
+     r"\[timing\]: threads must be an integer >= 1"),
 ])
 def test_bad_grids_raise_user_error(text, message):
     with pytest.raises(UserError, match=message):
