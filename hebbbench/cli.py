@@ -92,6 +92,32 @@ def run(
     out_console.print(f"results in {frame.attrs['path']}")
 
 
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="The baseline result set, e.g. results/baselines/ci-cpu.")],
+    new: Annotated[Path, typer.Argument(help="The result set to judge (a run of the same grid).")],
+    factor: Annotated[float, typer.Option(help="Smallest slowdown (or speedup) that counts, as a ratio.")] = 1.25,
+    alpha: Annotated[float, typer.Option(help="Significance level of the Mann–Whitney U test.")] = 0.01,
+    floor: Annotated[float, typer.Option(help="Seconds: medians below this are not judged.")] = 50e-6,
+    markdown: Annotated[Optional[Path], typer.Option(help="Write a markdown summary to FILE ('-': print it).")] = None,
+) -> None:
+    """Compare two result sets by normalised time. Exit 0: no regression; 1: a case is slower; 2: an error."""
+    from hebbbench import compare as compare_mod
+
+    result = compare_mod.compare(baseline, new, factor=factor, alpha=alpha, floor_s=floor)
+    out_console.print(compare_mod.table(result))
+    if markdown is not None:
+        text = compare_mod.markdown(result)
+        if str(markdown) == "-":
+            print(text, end="")
+        else:
+            try:
+                markdown.write_text(text)
+            except OSError as exc:
+                raise UserError(f"cannot write --markdown {markdown}: {exc.strerror}") from None
+    raise typer.Exit(result.exit_code)
+
+
 @app.command("list")
 def list_things() -> None:
     """Presets, rules and implementations, and the devices seen here."""
