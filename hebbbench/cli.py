@@ -118,6 +118,26 @@ def compare(
     raise typer.Exit(result.exit_code)
 
 
+baseline_app = typer.Typer(no_args_is_help=True, help="The baseline result set that CI compares against.")
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("update")
+def baseline_update(
+    preset: Annotated[str, typer.Option("--preset", "-p", help="Preset grid to record.")] = "ci",
+    out: Annotated[Path, typer.Option(help="The baseline folder to replace.")] = Path("results/baselines/ci-cpu"),
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run a preset and replace the baseline folder with it, only once the run has succeeded."""
+    from hebbbench.baseline import update
+    from hebbbench.summary import summary_tables
+
+    frame = update(preset, out, progress=progress, console=err_console, argv=sys.argv)
+    for table in summary_tables(frame, title=str(out)):
+        out_console.print(table)
+    out_console.print(f"baseline {out} replaced; commit it to make it the one CI compares against")
+
+
 @app.command("list")
 def list_things() -> None:
     """Presets, rules and implementations, and the devices seen here."""

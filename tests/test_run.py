@@ -156,7 +156,7 @@ def test_resume_after_kill_neither_repeats_nor_misses(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--preset", "nope"], "unknown preset 'nope'; allowed: paper, quick, scaling"),
+    (["--preset", "nope"], "unknown preset 'nope'; allowed: ci, paper, quick, scaling"),
     (["--rules", "nope"], "unknown rule 'nope'"),
     (["--impls", "nope"], "unknown impl 'nope'"),
     (["--dtypes", "float8"], "unknown dtype 'float8'"),
