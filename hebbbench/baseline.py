@@ -22,8 +22,9 @@ PRESET = "ci"
 FOLDER = Path("results/baselines/ci-cpu")
 
 
-def update(preset: str = PRESET, out: str | Path = FOLDER, **run_options: Any) -> pd.DataFrame:
-    """Run ``preset`` and replace the folder ``out`` with its result set; returns results.csv as a DataFrame."""
+def update(preset: str | None = PRESET, out: str | Path = FOLDER, **run_options: Any) -> pd.DataFrame:
+    """Run ``preset`` (or a grid file: ``preset=None, config=...``) and replace the folder ``out`` with its
+    result set; returns results.csv as a DataFrame. ``run_options`` go to :func:`hebbbench.api.run`."""
     out = Path(out)
     if out.exists() and not ((out / ENV).is_file() and (out / RESULTS).is_file()) and any(out.iterdir()):
         raise UserError(f"refusing to replace {out}: it is not a result set")

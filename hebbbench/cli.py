@@ -104,6 +104,8 @@ def compare(
     """Compare two result sets by normalised time. Exit 0: no regression; 1: a case is slower; 2: an error."""
     from hebbbench import compare as compare_mod
 
+    if markdown is not None and str(markdown) != "-" and not markdown.parent.is_dir():
+        raise UserError(f"cannot write --markdown {markdown}: no folder {markdown.parent}")
     result = compare_mod.compare(baseline, new, factor=factor, alpha=alpha, floor_s=floor)
     out_console.print(compare_mod.table(result))
     if markdown is not None:
@@ -124,15 +126,17 @@ app.add_typer(baseline_app, name="baseline")
 
 @baseline_app.command("update")
 def baseline_update(
-    preset: Annotated[str, typer.Option("--preset", "-p", help="Preset grid to record.")] = "ci",
+    preset: Annotated[Str, typer.Option("--preset", "-p", help="Preset grid to record; default ci.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A grid TOML file instead.")] = None,
     out: Annotated[Path, typer.Option(help="The baseline folder to replace.")] = Path("results/baselines/ci-cpu"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a preset and replace the baseline folder with it, only once the run has succeeded."""
-    from hebbbench.baseline import update
+    from hebbbench.baseline import PRESET, update
     from hebbbench.summary import summary_tables
 
-    frame = update(preset, out, progress=progress, console=err_console, argv=sys.argv)
+    frame = update(preset or (None if config else PRESET), out, config=config, progress=progress,
+                   console=err_console, argv=sys.argv)
     for table in summary_tables(frame, title=str(out)):
         out_console.print(table)
     out_console.print(f"baseline {out} replaced; commit it to make it the one CI compares against")

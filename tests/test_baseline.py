@@ -50,3 +50,15 @@ def test_cli_bad_preset_exits_2(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_cli_records_a_grid_file_as_the_baseline(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "baselines" / "tiny"
+    monkeypatch.setattr(sys, "argv", ["hebbbench", "baseline", "update", "--config", str(TINY),
+                                      "--out", str(out), "--no-progress"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    env = ResultSet.open(out).env()
+    assert env["status"] == "complete" and env["grid"]["name"] == "tiny"
+    assert f"baseline {out} replaced" in " ".join(capsys.readouterr().out.split())

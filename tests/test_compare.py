@@ -135,7 +135,7 @@ def test_errors_exit_2_with_one_line(tiny_sets, monkeypatch, capsys, baseline, n
     assert out == ""  # no table, no verdict
 
 
-def test_unfinished_or_uncalibrated_sets_are_errors(tiny_sets, tmp_path, monkeypatch, capsys):
+def test_unfinished_uncalibrated_or_unwritable_are_errors(tiny_sets, tmp_path, monkeypatch, capsys):
     hebbbench.run(out=tmp_path / "cut", config=TINY, rules=["hpca"], impls=["fh", "test-flaky"])
     ResultSet(tmp_path / "cut").update_env(status="interrupted")  # what a Ctrl-C leaves
     code, _, err = run_compare(monkeypatch, capsys, tiny_sets / "ok", tmp_path / "cut")
@@ -145,6 +145,9 @@ def test_unfinished_or_uncalibrated_sets_are_errors(tiny_sets, tmp_path, monkeyp
     assert code == 2 and "has no calibration samples" in err
     code, _, err = run_compare(monkeypatch, capsys, tiny_sets / "ok", tiny_sets / "ok2", "--factor", "1")
     assert code == 2 and "--factor must be > 1" in err
+    code, out, err = run_compare(monkeypatch, capsys, tiny_sets / "ok", tiny_sets / "ok2",
+                                 "--markdown", tmp_path / "nowhere" / "compare.md")
+    assert code == 2 and "cannot write --markdown" in err and out == ""  # checked before comparing
 
 
 # -- real timings ------------------------------------------------------------------------------
