@@ -3,8 +3,9 @@
 Two result sets are compared case by case, matching on (case_id, label); never on raw seconds.
 
 **Normalisation.** Every sample of an implementation is divided by the sample of the case's
-calibration product timed in the same round (workload.py: Yᵀ X on the case's own rows,
-repeated to about 1e8 FLOP, interleaved with the implementations by the harness). What is
+calibration product timed in the same round (workload.py: a matrix product of the case's
+size, (M,K)@(K,D) with K = max(N, M), repeated to about 1e8 FLOP, interleaved with the
+implementations by the harness). What is
 compared is this unitless time, so a baseline recorded on one machine can gate a run on
 another, and load that differs between two runs on one machine largely cancels. Measured on
 a shared 2-core CPU while this was written (10 runs of identical code, worst pair per case):
@@ -17,7 +18,10 @@ a shared 2-core CPU while this was written (10 runs of identical code, worst pai
 - dividing by the calibration's median moved by up to 2.3x, round by round by up to 1.4x:
   load changes within a run cancel only round by round;
 - a single small product (0.1 ms) as calibration was itself too noisy to divide by; about a
-  millisecond of work is steady, hence the repeats.
+  millisecond of work is steady, hence the repeats;
+- with more neurons than rows (a fully connected layer at batch 8), Yᵀ X is a thin product
+  bound by memory: fh/(Yᵀ X) moved by up to 1.31x in 8 runs, fh/((M,M)@(M,D)) by 1.14x,
+  hence K = max(N, M).
 
 **Decision** for one (case_id, label), with normalised samples b (baseline) and n (new),
 factor F (default 1.25), significance level α (default 0.01), floor (default 50 µs):

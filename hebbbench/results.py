@@ -41,7 +41,8 @@ STATUSES = ("ok", "wrong", "oom", "skipped", "error")
 #: pseudo-label of a case's calibration samples in samples.jsonl (no implementation is labelled so).
 CALIBRATION = "@calibration"
 #: what the calibration is, recorded in env.json: runs are comparable only with the same one.
-CALIBRATION_KIND = "mm(Y^T, X) on the case's rows, repeated to 1e8 FLOP (at most 64 times), interleaved"
+CALIBRATION_KIND = ("mm (M,K)@(K,D), K = max(N,M): Y^T X on the case's rows, or a seeded (M,M) matrix times W; "
+                    "repeated to 1e8 FLOP (at most 64 times), interleaved")
 
 
 def _complete_lines(path: Path) -> list[str]:
