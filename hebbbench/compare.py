@@ -188,11 +188,11 @@ def compare(baseline: str | Path, new: str | Path, factor: float = FACTOR, alpha
         raise UserError(f"the runs used different calibrations: {base_env['calibration']!r} (baseline) and "
                         f"{new_env['calibration']!r} (new run); record the baseline again")
 
-    def keys(frame: pd.DataFrame) -> list[tuple[str, str]]:
-        return list(zip(frame["case_id"], frame["label"]))
-
-    only_base = [k for k in keys(base_frame) if k not in set(keys(new_frame))]
-    only_new = [k for k in keys(new_frame) if k not in set(keys(base_frame))]
+    base_keys = list(zip(base_frame["case_id"], base_frame["label"]))
+    new_keys = list(zip(new_frame["case_id"], new_frame["label"]))
+    base_set, new_set = set(base_keys), set(new_keys)
+    only_base = [k for k in base_keys if k not in new_set]
+    only_new = [k for k in new_keys if k not in base_set]
     if only_base or only_new:
         parts = ([f"only in the baseline: {_listing(only_base)}"] if only_base else []) + (
             [f"only in the new run: {_listing(only_new)}"] if only_new else [])
@@ -210,7 +210,7 @@ def compare(baseline: str | Path, new: str | Path, factor: float = FACTOR, alpha
 
     base_samples, new_samples = base_rs.samples(calibration=True), new_rs.samples(calibration=True)
     result = Comparison(Path(baseline), Path(new), factor, alpha, floor_s, baseline_env=base_env, new_env=new_env)
-    for case_id, label in keys(new_frame):
+    for case_id, label in new_keys:
         inputs = []
         for role, samples in (("baseline", base_samples), ("new run", new_samples)):
             for key in ((case_id, label), (case_id, CALIBRATION)):

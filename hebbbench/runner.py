@@ -278,7 +278,8 @@ def run_info(grid: Grid, settings: Settings, devices: list[str], argv: list[str]
             "devices": devices, "grid": grid.as_dict(), "settings": {
                 "threads": settings.threads, "memory_budget": settings.memory_budget,
                 "max_case_seconds": settings.max_case_seconds, "imports": list(settings.imports)},
-            "ceilings": {}, "calibration": CALIBRATION_KIND, "env": environment.collect(settings.seed, argv if argv is not None else sys.argv)}
+            "ceilings": {}, "calibration": CALIBRATION_KIND,
+            "env": environment.collect(settings.seed, argv if argv is not None else sys.argv)}
 
 
 def record(result_set: ResultSet) -> Emit:
