@@ -8,7 +8,7 @@ size, (M,K)@(K,D) with K = max(N, M), repeated to about 1e8 FLOP, interleaved wi
 implementations by the harness). What is
 compared is this unitless time, so a baseline recorded on one machine can gate a run on
 another, and load that differs between two runs on one machine largely cancels. Measured on
-a shared 2-core CPU while this was written (10 runs of identical code, worst pair per case):
+a shared 2-core CPU while this was written (8 to 10 runs of identical code, worst pair per case):
 
 - raw fh medians moved by up to 2.9x between runs: seconds cannot be gated on;
 - fh divided by the naive variant of its case moved by up to 1.8x, and naive itself by up
