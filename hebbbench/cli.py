@@ -247,6 +247,56 @@ def profile(
     out_console.print("wrote " + ", ".join(str(f) for f in files))
 
 
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="The baseline result set, e.g. results/baselines/ci-cpu.")],
+    new: Annotated[Path, typer.Argument(help="The result set to judge (a run of the same grid).")],
+    factor: Annotated[float, typer.Option(help="Smallest slowdown (or speedup) that counts, as a ratio.")] = 1.25,
+    alpha: Annotated[float, typer.Option(help="Significance level of the Mann–Whitney U test.")] = 0.01,
+    floor: Annotated[float, typer.Option(help="Seconds: medians below this are not judged.")] = 50e-6,
+    markdown: Annotated[Optional[Path], typer.Option(help="Write a markdown summary to FILE ('-': print it).")] = None,
+) -> None:
+    """Compare two result sets by normalised time. Exit 0: no regression; 1: a case is slower; 2: an error."""
+    from hebbbench import compare as compare_mod
+
+    if markdown is not None and str(markdown) != "-" and not markdown.parent.is_dir():
+        raise UserError(f"cannot write --markdown {markdown}: no folder {markdown.parent}")
+    result = compare_mod.compare(baseline, new, factor=factor, alpha=alpha, floor_s=floor)
+    out_console.print(compare_mod.table(result))
+    if markdown is not None:
+        text = compare_mod.markdown(result)
+        if str(markdown) == "-":
+            print(text, end="")
+        else:
+            try:
+                markdown.write_text(text)
+            except OSError as exc:
+                raise UserError(f"cannot write --markdown {markdown}: {exc.strerror}") from None
+    raise typer.Exit(result.exit_code)
+
+
+baseline_app = typer.Typer(no_args_is_help=True, help="The baseline result set that CI compares against.")
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("update")
+def baseline_update(
+    preset: Annotated[Str, typer.Option("--preset", "-p", help="Preset grid to record; default ci.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A grid TOML file instead.")] = None,
+    out: Annotated[Path, typer.Option(help="The baseline folder to replace.")] = Path("results/baselines/ci-cpu"),
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run a preset and replace the baseline folder with it, only once the run has succeeded."""
+    from hebbbench.baseline import PRESET, update
+    from hebbbench.summary import summary_tables
+
+    frame = update(preset or (None if config else PRESET), out, config=config, progress=progress,
+                   console=err_console, argv=sys.argv)
+    for table in summary_tables(frame, title=str(out)):
+        out_console.print(table)
+    out_console.print(f"baseline {out} replaced; commit it to make it the one CI compares against")
+
+
 @app.command("list")
 def list_things() -> None:
     """Presets, rules and implementations, and the devices seen here."""

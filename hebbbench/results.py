@@ -1,7 +1,9 @@
 """A result set on disk: ``results.csv``, ``samples.jsonl`` and ``env.json`` in one folder.
 
 - ``results.csv``: tidy, one row per case × implementation variant (columns: COLUMNS);
-- ``samples.jsonl``: the raw samples, one JSON object per case × variant;
+- ``samples.jsonl``: the raw samples, one JSON object per case × variant, and one per case
+  labelled ``CALIBRATION``: the calibration product timed in the same rounds (the i-th
+  sample of every variant and of the calibration come from the same round);
 - ``env.json``: the environment, the resolved grid, the run's start and end, the schema version.
 
 The rows of a case are appended in one write and flushed (then fsync'ed) as the case
@@ -36,6 +38,11 @@ COLUMNS = [
     "predicted_memory_bytes", "predicted_s", "compile_s", "first_call_s", "finished_at",
 ]
 STATUSES = ("ok", "wrong", "oom", "skipped", "error")
+#: pseudo-label of a case's calibration samples in samples.jsonl (no implementation is labelled so).
+CALIBRATION = "@calibration"
+#: what the calibration is, recorded in env.json: runs are comparable only with the same one.
+CALIBRATION_KIND = ("mm (M,K)@(K,D), K = max(N,M): Y^T X on the case's rows, or a seeded (M,M) matrix times W; "
+                    "repeated to 1e8 FLOP (at most 64 times), interleaved")
 
 
 def _complete_lines(path: Path) -> list[str]:
@@ -100,12 +107,13 @@ class ResultSet:
             return pd.DataFrame(columns=COLUMNS)
         return pd.read_csv(io.StringIO("".join(lines)), keep_default_na=False, na_values=[""])
 
-    def samples(self) -> dict[tuple[str, str], list[float]]:
-        """Raw samples keyed by (case_id, label)."""
+    def samples(self, calibration: bool = False) -> dict[tuple[str, str], list[float]]:
+        """Raw samples keyed by (case_id, label); the calibration's too when ``calibration``."""
         out = {}
         for line in _complete_lines(self.path / SAMPLES):
             record = json.loads(line)
-            out[(record["case_id"], record["label"])] = record["samples"]
+            if calibration or record["label"] != CALIBRATION:
+                out[(record["case_id"], record["label"])] = record["samples"]
         return out
 
     def done_case_ids(self) -> set[str]:

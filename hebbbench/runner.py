@@ -3,7 +3,9 @@
 Per case: variants that cannot run here (device, predicted memory over the budget,
 predicted time over the cap) are ``skipped`` with the reason; the others are set up,
 run once (peak memory, and ΔW checked against the FastHebb form in float64: ``wrong``
-if outside the dtype's tolerance), then timed together, interleaved (timing.py). An
+if outside the dtype's tolerance), then timed together, interleaved (timing.py), with the
+case's calibration product (workload.py) as one more call in every round; its samples are
+stored under the pseudo-label ``CALIBRATION``, not as a row. An
 out-of-memory error is recorded as ``oom`` and the device's memory released; any other
 exception as ``error``; the run goes on.
 
@@ -31,7 +33,7 @@ from hebbbench import environment, rules
 from hebbbench.errors import UserError
 from hebbbench.grid import Case, Grid, Variant
 from hebbbench.numerics import relative_error, tolerance
-from hebbbench.results import SCHEMA_VERSION, ResultSet
+from hebbbench.results import CALIBRATION, CALIBRATION_KIND, SCHEMA_VERSION, ResultSet
 from hebbbench.summary import format_bytes
 from hebbbench.timing import TimingPolicy, Timing, speedup, time_interleaved
 from hebbbench.workload import CaseWorkload, predict
@@ -143,14 +145,19 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
             dev.release(case.device, collect=True)
 
     if prepared:
+        calls = {k: p.call for k, p in prepared.items()}
+        calls[CALIBRATION] = workload.calibration()
         try:
-            timings = time_interleaved({k: p.call for k, p in prepared.items()}, case.device, settings.policy,
+            timings = time_interleaved(calls, case.device, settings.policy,
                                        reset={k: p.reset for k, p in prepared.items() if p.reset})
         except Exception as exc:
             status = "oom" if dev.is_out_of_memory(exc) else "error"
             for label in prepared:
                 rows[label].update(status=status, reason=f"during timing: {_one_line(exc)}")
             timings = {}
+        calibration = timings.pop(CALIBRATION, None)
+        if calibration is not None:
+            samples[CALIBRATION] = calibration.samples
         for label, t in timings.items():
             rows[label].update(_summary(t), status="ok", reason="")
             samples[label] = t.samples
@@ -190,10 +197,19 @@ def _one_line(exc: BaseException) -> str:
 # -- one device --------------------------------------------------------------------------
 def run_device(device: str, cases: list[Case], settings: Settings, emit: Emit) -> None:
     """Run the cases of one device in order; report through ``emit(kind, payload)``."""
+    threads_before = torch.get_num_threads()
     if torch.device(device).type == "cuda":
         torch.cuda.set_device(torch.device(device))
-    elif settings.threads:
-        torch.set_num_threads(settings.threads)
+    elif settings.threads or settings.policy.threads:
+        torch.set_num_threads(settings.threads or settings.policy.threads)
+    try:
+        _run_cases(device, cases, settings, emit)
+    finally:  # the CPU runs in the caller's process: leave its thread count as it was
+        if torch.get_num_threads() != threads_before:
+            torch.set_num_threads(threads_before)
+
+
+def _run_cases(device: str, cases: list[Case], settings: Settings, emit: Emit) -> None:
     measured: dict[str, ceilings_mod.Ceilings] = {}
     for case in cases:
         key = f"{device}/{case.dtype}"
@@ -274,7 +290,8 @@ def run_info(grid: Grid, settings: Settings, devices: list[str], argv: list[str]
             "settings": {
                 "threads": settings.threads, "memory_budget": settings.memory_budget,
                 "max_case_seconds": settings.max_case_seconds, "imports": list(settings.imports)},
-            "ceilings": {}, "env": environment.collect(settings.seed, argv if argv is not None else sys.argv)}
+            "ceilings": {}, "calibration": CALIBRATION_KIND,
+            "env": environment.collect(settings.seed, argv if argv is not None else sys.argv)}
 
 
 def record(result_set: ResultSet) -> Emit:

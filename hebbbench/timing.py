@@ -38,11 +38,18 @@ class TimingPolicy:
     target_rel_iqr: float = 0.05
     case_seconds: float = 10.0  # cap on warm-up + timing of one case
     flush_cache: bool = True
+    #: CPU threads while the grid's CPU cases run (None: torch's default); ``--threads`` overrides.
+    #: One thread is far steadier on a shared machine: a second thread stalls the call whenever
+    #: another process holds its core.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if not (self.min_rounds_capped >= 1 and self.min_rounds >= self.min_rounds_capped
                 and self.max_rounds >= self.min_rounds):
             raise ValueError("need 1 <= min_rounds_capped <= min_rounds <= max_rounds")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
         if self.warmup_s < 0 or self.case_seconds <= 0 or self.target_rel_iqr <= 0:
             raise ValueError("warmup_s >= 0, case_seconds > 0 and target_rel_iqr > 0 are required")
 

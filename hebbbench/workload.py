@@ -7,6 +7,13 @@
   update and W ← W + ηΔW (``layer.hebbian_step``); the weights are restored before
   every sample, outside the timed region.
 
+Every case also times a *calibration*: a matrix product (M,K)@(K,D) with K = max(N, M) — Yᵀ X
+on the case's rows, or, when the layer has more neurons than rows, a fixed (M,M) matrix times
+W (the shape of HPCA-FH's tril(YᵀY) W) — repeated up to about 1e8 FLOP and interleaved with
+the variants: the compute-bound reference that ``hebbbench compare`` divides each variant's
+samples by, round by round, so that runs on different machines, or on one machine under
+different load, can be compared.
+
 Every variant's ΔW is first checked against the FastHebb form computed in float64 on the
 same inputs. The analytic cost (FLOPs, bytes, memory) of every variant comes from its
 implementation's cost model plus the layer's own work.
@@ -68,7 +75,26 @@ def predict(case: Case, variant: Variant) -> Cost:
         nbytes += item * (n * d + n * m + 3 * m * d)
         memory += images
     reference = 8 * (n * d + n * m + 2 * m * d) + rules.get(case.rule, "fh", **dict(case.rule_options)).memory(n, m, d, 8)
+    memory += calibration_memory(n, m, d, item)
     return Cost(flops, nbytes, memory + reference, rule.overhead_seconds(n, m, d))
+
+
+#: the calibration repeats its product until it does this much work (about a millisecond on one
+#: CPU core: a single small product is too short to time steadily on a shared machine) ...
+CALIBRATION_FLOP = 1e8
+#: ... but at most this many times (tiny cases).
+CALIBRATION_MAX_REPEATS = 64
+
+
+def calibration_repeats(n: int, m: int, d: int) -> int:
+    """How many times the calibration computes its (M,K)@(K,D) product, K = max(N, M)."""
+    flops = 2.0 * m * max(n, m) * d
+    return max(1, min(CALIBRATION_MAX_REPEATS, math.ceil(CALIBRATION_FLOP / flops)))
+
+
+def calibration_memory(n: int, m: int, d: int, itemsize: int) -> float:
+    """Bytes the calibration allocates: its output, and the (M,M) matrix when M > N."""
+    return float(itemsize) * (m * d + (m * m if m > n else 0))
 
 
 def generator_for(case: Case, seed: int) -> torch.Generator:
@@ -125,6 +151,25 @@ class CaseWorkload:
             else:
                 self.x, self.y = self.images, self.maps
         self._reference_layer = reference_layer
+
+    def calibration(self) -> Callable[[], Tensor]:
+        """The calibration call: (M,K)@(K,D), K = max(N, M), repeated ``calibration_repeats`` times."""
+        n, m, d = self.case.n, self.case.layer.m, self.case.layer.d
+        if n >= m:
+            a, b = self.y.T, self.x  # (M,N), (N,D)
+        else:
+            g = torch.Generator().manual_seed(0)
+            a = (torch.randn(m, m, generator=g) / m**0.5).to(device=self.w0.device, dtype=self.w0.dtype)
+            b = self.w0  # (M,M), (M,D)
+        out = torch.empty(m, d, dtype=self.w0.dtype, device=self.w0.device)
+        repeats = calibration_repeats(n, m, d)
+
+        @torch.no_grad()
+        def call() -> Tensor:
+            for _ in range(repeats):
+                torch.mm(a, b, out=out)  # (M,K)@(K,D) -> (M,D)
+            return out
+        return call
 
     @torch.no_grad()
     def reference(self) -> Tensor:

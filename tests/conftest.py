@@ -1,8 +1,28 @@
-"""Shared test helpers: seeded inputs for the rules."""
+"""Shared test helpers: seeded inputs for the rules, the ``--repeats`` option, a planted slowdown."""
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+
 import torch
+
+from hebbbench import rules
+from hebbbench.rules.hpca import HPCAFastHebb
+
+#: repeats of each real-timing comparison test when --repeats is not given.
+DEFAULT_REPEATS = 2
+
+
+def pytest_addoption(parser):
+    parser.addoption("--repeats", type=int, default=DEFAULT_REPEATS,
+                     help=f"repeats of each real-timing comparison test (default {DEFAULT_REPEATS}; "
+                          "e.g. pytest -m bench --repeats 20)")
+
+
+def pytest_generate_tests(metafunc):
+    if "repeat" in metafunc.fixturenames:
+        metafunc.parametrize("repeat", range(metafunc.config.getoption("repeats")))
 
 
 def rule_inputs(n: int, m: int, d: int, seed: int, dtype=torch.float32, responses: str = "linear"):
@@ -19,3 +39,32 @@ def rule_inputs(n: int, m: int, d: int, seed: int, dtype=torch.float32, response
     else:
         y = torch.rand(n, m, generator=g, dtype=torch.float64) * 2 - 1
     return x.to(dtype), y.to(dtype), w.to(dtype)
+
+
+class HPCATwice(HPCAFastHebb):
+    """HPCA-fh that computes its update twice: a planted 2x slowdown made of the real work.
+
+    Real work rather than a sleep: it runs on the same units, caches and data as fh, so it
+    is slowed by the machine's load exactly as fh is, as a real regression would be (a sleep
+    uses no CPU, keeps its length whatever the load, and would need a clock inside the
+    timed call to be proportional).
+    """
+
+    def delta(self, x, y, w):
+        super().delta(x, y, w)
+        return super().delta(x, y, w)
+
+
+@contextmanager
+def planted_slowdown():
+    """While the block runs, ("hpca", "fh") is HPCATwice: same label, same results, twice the work."""
+    original = rules.lookup("hpca", "fh")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overwriting hpca/fh": on purpose
+        rules.register("hpca", "fh", overwrite=True)(HPCATwice)
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rules.register("hpca", "fh", overwrite=True)(original)

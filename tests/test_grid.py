@@ -17,7 +17,7 @@ def cpu(devices):
 
 
 def test_presets_load_and_expand():
-    assert {"quick", "paper", "scaling", "beyond"} <= set(preset_names())
+    assert {"ci", "quick", "paper", "scaling", "beyond"} <= set(preset_names())
     for name in preset_names():
         cases = load_grid(name).expand(resolve=cpu)
         assert cases and len({c.case_id for c in cases}) == len(cases)
@@ -72,6 +72,8 @@ def test_exclusion_patterns():
      "unknown option"),
     ("[timing]\ncase_seconds = 0\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]",
      r"\[timing\]"),
+    ("[timing]\nthreads = 0\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]",
+     r"\[timing\]: threads must be an integer >= 1"),
 ])
 def test_bad_grids_raise_user_error(text, message):
     with pytest.raises(UserError, match=message):
@@ -79,7 +81,7 @@ def test_bad_grids_raise_user_error(text, message):
 
 
 def test_unknown_preset_names_the_allowed_ones():
-    with pytest.raises(UserError, match="unknown preset 'nope'; allowed: beyond, paper, quick, scaling"):
+    with pytest.raises(UserError, match="unknown preset 'nope'; allowed: beyond, ci, paper, quick, scaling"):
         load_grid("nope")
 
 

@@ -16,7 +16,7 @@ import torch
 
 import hebbbench
 from hebbbench import cli, rules
-from hebbbench.results import COLUMNS, ResultSet
+from hebbbench.results import CALIBRATION, CALIBRATION_KIND, COLUMNS, ResultSet
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"
 CLI = [sys.executable, "-m", "hebbbench.cli"]
@@ -57,6 +57,16 @@ def test_tiny_run_samples_and_env(tiny_run):
     assert env["grid"]["sweep"][0]["layers"][0]["name"] == "conv"
     assert "cpu/float32" in env["ceilings"] and env["ceilings"]["cpu/float32"]["matmul_flop_per_s"] > 0
     assert env["finished_at"] and env["env"]["hebbbench_version"] == hebbbench.__version__
+
+
+def test_every_case_has_calibration_samples_from_the_same_rounds(tiny_run):
+    out, frame = tiny_run
+    samples = ResultSet(out).samples(calibration=True)
+    assert len(samples) == len(frame) + frame["case_id"].nunique()
+    for case_id, part in frame.groupby("case_id"):
+        calibration = samples[(case_id, CALIBRATION)]
+        assert len(calibration) == part["n_samples"].iloc[0] and min(calibration) > 0
+    assert json.loads((out / "env.json").read_text())["calibration"] == CALIBRATION_KIND
 
 
 def test_existing_result_set_is_never_overwritten(tiny_run):
@@ -149,7 +159,7 @@ def test_resume_after_kill_neither_repeats_nor_misses(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--preset", "nope"], "unknown preset 'nope'; allowed: beyond, paper, quick, scaling"),
+    (["--preset", "nope"], "unknown preset 'nope'; allowed: beyond, ci, paper, quick, scaling"),
     (["--rules", "nope"], "unknown rule 'nope'"),
     (["--impls", "nope"], "unknown impl 'nope'"),
     (["--dtypes", "float8"], "unknown dtype 'float8'"),

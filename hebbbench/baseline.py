@@ -1,0 +1,62 @@
+"""``hebbbench baseline update``: record the result set that CI compares against, on purpose.
+
+The preset is run into a new folder beside the baseline; only when the run has finished
+with every case ``ok`` does that folder take the baseline's place (two renames, the old
+folder removed afterwards). A failed or interrupted run leaves the baseline as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hebbbench import api
+from hebbbench.errors import UserError
+from hebbbench.results import ENV, RESULTS
+
+PRESET = "ci"
+FOLDER = Path("results/baselines/ci-cpu")
+
+
+def update(preset: str | None = PRESET, out: str | Path = FOLDER, **run_options: Any) -> pd.DataFrame:
+    """Run ``preset`` (or a grid file: ``preset=None, config=...``) and replace the folder ``out`` with its
+    result set; returns results.csv as a DataFrame. ``run_options`` go to :func:`hebbbench.api.run`."""
+    out = Path(out)
+    if out.exists() and not ((out / ENV).is_file() and (out / RESULTS).is_file()) and any(out.iterdir()):
+        raise UserError(f"refusing to replace {out}: it is not a result set")
+    api.plan(preset, config=run_options.get("config"))  # a bad grid fails before anything is created
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.new-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        frame = api.run(preset, out=staging, **run_options)
+        failed = frame[frame["status"] != "ok"]
+        if len(failed):
+            cases = ", ".join(f"{r.case_id} [{r.label}] {r.status}" for r in failed.head(3).itertuples())
+            raise UserError(f"baseline {out} left as it was: {len(failed)} case(s) did not run ok ({cases})")
+        _replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    frame.attrs["path"] = str(out)
+    return frame
+
+
+def _replace(new: Path, out: Path) -> None:
+    """Put the folder ``new`` at ``out``, removing what was there."""
+    if not out.exists():
+        os.rename(new, out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    os.rename(out, old)
+    try:
+        os.rename(new, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old)

@@ -1,0 +1,285 @@
+"""``hebbbench compare``: did a run get slower than a baseline? (DESIGN.md §4: ratios, a test, an effect size.)
+
+Two result sets are compared case by case, matching on (case_id, label); never on raw seconds.
+
+**Normalisation.** Every sample of an implementation is divided by the sample of the case's
+calibration product timed in the same round (workload.py: a matrix product of the case's
+size, (M,K)@(K,D) with K = max(N, M), repeated to about 1e8 FLOP, interleaved with the
+implementations by the harness). What is
+compared is this unitless time, so a baseline recorded on one machine can gate a run on
+another, and load that differs between two runs on one machine largely cancels. Measured on
+a shared 2-core CPU while this was written (8 to 10 runs of identical code, worst pair per case):
+
+- raw fh medians moved by up to 2.9x between runs: seconds cannot be gated on;
+- fh divided by the naive variant of its case moved by up to 1.8x, and naive itself by up
+  to 2.2x: naive is memory- and allocation-bound and reacts to other processes unlike fh.
+  The calibration is a matrix product, like fh's own work, and it lets every variant be
+  judged, naive included;
+- dividing by the calibration's median moved by up to 2.3x, round by round by up to 1.4x:
+  load changes within a run cancel only round by round;
+- a single small product (0.1 ms) as calibration was itself too noisy to divide by; about a
+  millisecond of work is steady, hence the repeats;
+- with more neurons than rows (a fully connected layer at batch 8), Yᵀ X is a thin product
+  bound by memory: fh/(Yᵀ X) moved by up to 1.31x in 8 runs, fh/((M,M)@(M,D)) by 1.14x,
+  hence K = max(N, M).
+
+**Decision** for one (case_id, label), with normalised samples b (baseline) and n (new),
+factor F (default 1.25), significance level α (default 0.01), floor (default 50 µs):
+
+- ``inconclusive`` if the median raw time of the implementation or of the calibration is
+  below the floor in either run: at that size timer jitter, a scheduler tick or an
+  interrupt is a large share of the time; likewise with fewer than 10 samples in either
+  run: a whole run can be disturbed at once (seen: a second thread waiting milliseconds for
+  its core on every call), and 5 samples against 5 already reach p < 0.01;
+- ratio R = median(n) / median(b);
+- ``slower`` if R ≥ F and a one-sided Mann–Whitney U test finds n larger than F·b at
+  level α: the data show a slowdown *beyond the factor*, not merely some slowdown. Samples
+  within one run are correlated, so a plain test against b calls any shift between two runs
+  significant; in the 720 ordered pairs of the study above, 9 identical-code pairs passed
+  R ≥ 1.25 and the plain test, 1 passed the test against F·b;
+- ``faster`` likewise if R ≤ 1/F and n is smaller than b/F;
+- ``inconclusive`` if R is beyond the factor (either way) without that evidence;
+- ``same`` otherwise: any change is smaller than the factor.
+
+Only ``slower`` fails the gate (exit status 1). Result sets that cannot be compared —
+unreadable, unfinished, different cases, a case that did not run (status other than ok) in
+either, no calibration samples — are an error (UserError: exit status 2), never a verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+from scipy import stats
+
+from hebbbench.errors import UserError
+from hebbbench.results import CALIBRATION, ResultSet
+from hebbbench.summary import format_seconds
+from hebbbench.timing import speedup
+
+FACTOR = 1.25
+ALPHA = 0.01
+FLOOR_S = 50e-6
+#: fewer samples than this in either run: not judged.
+MIN_SAMPLES = 10
+VERDICTS = ("slower", "faster", "same", "inconclusive")
+#: listing order: what needs a look first.
+ORDER = {"slower": 0, "inconclusive": 1, "faster": 2, "same": 3}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One implementation in one case, baseline against new."""
+
+    case_id: str
+    label: str
+    status: str
+    ratio: float  # median normalised time, new / baseline
+    ratio_lo: float  # bootstrap 95 % interval of the ratio
+    ratio_hi: float
+    p_value: float  # one-sided, against the factor-scaled baseline; NaN when the ratio is within the factor
+    base_s: float  # raw median seconds, for reading only
+    new_s: float
+    n_base: int
+    n_new: int
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    baseline: Path
+    new: Path
+    factor: float
+    alpha: float
+    floor_s: float
+    verdicts: list[Verdict] = field(default_factory=list)
+    baseline_env: dict = field(default_factory=dict)
+    new_env: dict = field(default_factory=dict)
+
+    def count(self, status: str) -> int:
+        return sum(v.status == status for v in self.verdicts)
+
+    @property
+    def regressions(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.status == "slower"]
+
+    @property
+    def exit_code(self) -> int:
+        """0: no regression; 1: at least one case slower (errors never get this far: they raise)."""
+        return 1 if self.regressions else 0
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([v.__dict__ for v in self.verdicts])
+
+
+# -- the decision ------------------------------------------------------------------------
+def normalise(samples: list[float], calibration: list[float]) -> np.ndarray:
+    """Each sample divided by the calibration sample of the same round."""
+    s, c = np.asarray(samples, dtype=float), np.asarray(calibration, dtype=float)
+    if len(s) != len(c):
+        raise ValueError(f"{len(s)} samples but {len(c)} calibration samples: rounds cannot be paired")
+    return s / c
+
+
+def judge(base: list[float], base_cal: list[float], new: list[float], new_cal: list[float],
+          factor: float = FACTOR, alpha: float = ALPHA, floor_s: float = FLOOR_S) -> dict:
+    """The verdict's fields for one implementation: status, ratio and interval, p-value, raw medians."""
+    b, n = normalise(base, base_cal), normalise(new, new_cal)
+    out = {"base_s": float(np.median(base)), "new_s": float(np.median(new)), "n_base": len(b), "n_new": len(n)}
+    ratio, lo, hi = speedup(list(n), list(b))  # median(n) / median(b), bootstrap interval
+    out.update(ratio=ratio, ratio_lo=lo, ratio_hi=hi)
+    smallest = min(out["base_s"], out["new_s"], float(np.median(base_cal)), float(np.median(new_cal)))
+    if smallest < floor_s:
+        return {**out, "status": "inconclusive", "p_value": math.nan,
+                "note": f"below the floor: {format_seconds(smallest)} < {format_seconds(floor_s)}"}
+    if min(len(b), len(n)) < MIN_SAMPLES:
+        return {**out, "status": "inconclusive", "p_value": math.nan,
+                "note": f"{min(len(b), len(n))} samples, fewer than {MIN_SAMPLES}"}
+    if ratio >= factor:
+        p = float(stats.mannwhitneyu(n, factor * b, alternative="greater").pvalue)
+        if p < alpha:
+            return {**out, "status": "slower", "p_value": p, "note": ""}
+        return {**out, "status": "inconclusive", "p_value": p, "note": f"not significantly beyond {factor:g}x"}
+    if ratio <= 1 / factor:
+        p = float(stats.mannwhitneyu(n, b / factor, alternative="less").pvalue)
+        if p < alpha:
+            return {**out, "status": "faster", "p_value": p, "note": ""}
+        return {**out, "status": "inconclusive", "p_value": p, "note": f"not significantly beyond 1/{factor:g}"}
+    return {**out, "status": "same", "p_value": math.nan, "note": ""}
+
+
+# -- two result sets -----------------------------------------------------------------------
+def _load(path: Path, role: str) -> tuple[ResultSet, pd.DataFrame, dict]:
+    if not Path(path).exists():
+        raise UserError(f"{role} {path} does not exist")
+    rs = ResultSet.open(path)
+    env = rs.env()
+    if env.get("status") != "complete":
+        raise UserError(f"{role} {path} is not a finished run (status {env.get('status')!r}); "
+                        f"finish it with hebbbench run --resume {path}")
+    if not env.get("calibration"):
+        raise UserError(f"{role} {path} has no calibration samples (recorded by an older hebbbench); "
+                        "record it again")
+    return rs, rs.frame(), env
+
+
+def _listing(keys: list[tuple[str, str]], limit: int = 4) -> str:
+    shown = ", ".join(f"{case} [{label}]" for case, label in keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def compare(baseline: str | Path, new: str | Path, factor: float = FACTOR, alpha: float = ALPHA,
+            floor_s: float = FLOOR_S) -> Comparison:
+    """Judge every (case_id, label) of ``new`` against ``baseline``; raises UserError when they cannot be compared."""
+    if not (isinstance(factor, (int, float)) and factor > 1):
+        raise UserError(f"--factor must be > 1, got {factor}")
+    if not 0 < alpha < 1:
+        raise UserError(f"--alpha must be between 0 and 1, got {alpha}")
+    if not floor_s >= 0:
+        raise UserError(f"--floor must be >= 0 seconds, got {floor_s}")
+    base_rs, base_frame, base_env = _load(Path(baseline), "baseline")
+    new_rs, new_frame, new_env = _load(Path(new), "new run")
+    if base_env["calibration"] != new_env["calibration"]:
+        raise UserError(f"the runs used different calibrations: {base_env['calibration']!r} (baseline) and "
+                        f"{new_env['calibration']!r} (new run); record the baseline again")
+
+    base_keys = list(zip(base_frame["case_id"], base_frame["label"]))
+    new_keys = list(zip(new_frame["case_id"], new_frame["label"]))
+    base_set, new_set = set(base_keys), set(new_keys)
+    only_base = [k for k in base_keys if k not in new_set]
+    only_new = [k for k in new_keys if k not in base_set]
+    if only_base or only_new:
+        parts = ([f"only in the baseline: {_listing(only_base)}"] if only_base else []) + (
+            [f"only in the new run: {_listing(only_new)}"] if only_new else [])
+        raise UserError(f"the runs have different grids ({'; '.join(parts)}); "
+                        "compare runs of the same preset, or record the baseline again")
+    failed = []
+    for role, frame in (("baseline", base_frame), ("new run", new_frame)):
+        for _, row in frame[frame["status"] != "ok"].iterrows():
+            failed.append(f"{role}: {row['case_id']} [{row['label']}] {row['status']}"
+                          + (f" ({row['reason']})" if isinstance(row["reason"], str) and row["reason"] else ""))
+    if failed:
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        raise UserError(f"{len(failed)} case(s) did not run (status other than ok), so nothing is judged: "
+                        f"{'; '.join(failed[:3])}{more}")
+
+    base_samples, new_samples = base_rs.samples(calibration=True), new_rs.samples(calibration=True)
+    result = Comparison(Path(baseline), Path(new), factor, alpha, floor_s, baseline_env=base_env, new_env=new_env)
+    for case_id, label in new_keys:
+        inputs = []
+        for role, samples in (("baseline", base_samples), ("new run", new_samples)):
+            for key in ((case_id, label), (case_id, CALIBRATION)):
+                if not samples.get(key):
+                    raise UserError(f"{role}: samples.jsonl has no samples for {key[0]} [{key[1]}]")
+                inputs.append(samples[key])
+        try:
+            fields = judge(*inputs, factor=factor, alpha=alpha, floor_s=floor_s)
+        except ValueError as exc:
+            raise UserError(f"{case_id} [{label}]: {exc}") from None
+        result.verdicts.append(Verdict(case_id=case_id, label=label, **fields))
+    result.verdicts.sort(key=lambda v: ORDER[v.status])
+    return result
+
+
+# -- reports -------------------------------------------------------------------------------
+def headline(c: Comparison) -> str:
+    counts = ", ".join(f"{c.count(s)} {s}" for s in VERDICTS)
+    verdict = f"REGRESSION: {len(c.regressions)} slower" if c.regressions else "no regression"
+    return f"{verdict} ({counts})"
+
+
+def method(c: Comparison) -> str:
+    return (f"times normalised by each case's calibration product, round by round; slower/faster: ratio beyond "
+            f"{c.factor:g}x and a one-sided Mann–Whitney U test against {c.factor:g} × baseline at α = {c.alpha:g}; "
+            f"medians below {format_seconds(c.floor_s)} are not judged")
+
+
+def _ratio(v: Verdict) -> str:
+    return f"{v.ratio:.2f}x" if math.isfinite(v.ratio) else "-"
+
+
+def _interval(v: Verdict) -> str:
+    return f"{v.ratio_lo:.2f}–{v.ratio_hi:.2f}" if math.isfinite(v.ratio_lo) else "-"
+
+
+def _p(v: Verdict) -> str:
+    return f"{v.p_value:.1g}" if math.isfinite(v.p_value) else "-"
+
+
+def _run(env: dict) -> str:
+    git = env.get("env", {}).get("git", {}) or {}
+    commit = (git.get("commit") or "")[:10] or "no commit"
+    return f"{commit}{' (dirty)' if git.get('dirty') else ''}, {env.get('env', {}).get('cpu_model') or '?'}"
+
+
+COLOURS = {"slower": "bold red", "faster": "green", "same": "", "inconclusive": "yellow"}
+
+
+def table(c: Comparison) -> Table:
+    t = Table(title=f"hebbbench compare: {headline(c)}", caption=method(c))
+    for column in ("status", "case", "impl", "ratio", "95 % CI", "p", "baseline", "new", "note"):
+        t.add_column(column, justify="right" if column in ("ratio", "95 % CI", "p", "baseline", "new") else "left")
+    for v in c.verdicts:
+        style = COLOURS[v.status]
+        t.add_row(f"[{style}]{v.status}[/]" if style else v.status, v.case_id, v.label, _ratio(v), _interval(v),
+                  _p(v), format_seconds(v.base_s), format_seconds(v.new_s), v.note)
+    return t
+
+
+def markdown(c: Comparison) -> str:
+    """A summary for a pull-request comment."""
+    lines = [f"### hebbbench compare: {headline(c)}", "",
+             f"Baseline `{c.baseline}` ({_run(c.baseline_env)}) against `{c.new}` ({_run(c.new_env)}).", "",
+             f"Ratio: normalised time new / baseline. Method: {method(c)}.", "",
+             "| status | case | impl | ratio | 95 % CI | p | baseline | new | note |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    for v in c.verdicts:
+        status = f"**{v.status}**" if v.status == "slower" else v.status
+        lines.append(f"| {status} | `{v.case_id}` | `{v.label}` | {_ratio(v)} | {_interval(v)} | {_p(v)} | "
+                     f"{format_seconds(v.base_s)} | {format_seconds(v.new_s)} | {v.note} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,64 @@
+"""hebbbench baseline update: the folder is replaced only by a run that succeeded."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from hebbbench import cli
+from hebbbench.baseline import update
+from hebbbench.errors import UserError
+from hebbbench.results import ResultSet
+from test_compare import Flaky
+
+TINY = Path(__file__).parent / "data" / "tiny.toml"
+GRID = dict(config=TINY, rules=["hpca"], impls=["fh", "test-flaky"], what=["update"], batch_sizes=[2])
+
+
+def test_update_replaces_the_baseline_only_after_a_successful_run(tmp_path):
+    out = tmp_path / "baselines" / "tiny"
+    frame = update(None, out, **GRID)
+    assert set(frame["status"]) == {"ok"} and ResultSet.open(out).env()["status"] == "complete"
+    first = (out / "results.csv").read_bytes()
+    Flaky.failing = True
+    try:
+        with pytest.raises(UserError, match=r"baseline .*tiny left as it was: 2 case\(s\) did not run ok"):
+            update(None, out, **GRID)
+    finally:
+        Flaky.failing = False
+    assert (out / "results.csv").read_bytes() == first
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]  # nothing left behind
+    update(None, out, **GRID)
+    assert (out / "results.csv").read_bytes() != first  # new timings
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]
+
+
+def test_update_refuses_a_folder_that_is_not_a_result_set(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match="refusing to replace .* it is not a result set"):
+        update(None, tmp_path, **GRID)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_bad_preset_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["hebbbench", "baseline", "update", "--preset", "nope",
+                                      "--out", str(tmp_path / "b")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_records_a_grid_file_as_the_baseline(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "baselines" / "tiny"
+    monkeypatch.setattr(sys, "argv", ["hebbbench", "baseline", "update", "--config", str(TINY),
+                                      "--out", str(out), "--no-progress"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    env = ResultSet.open(out).env()
+    assert env["status"] == "complete" and env["grid"]["name"] == "tiny"
+    assert f"baseline {out} replaced" in " ".join(capsys.readouterr().out.split())

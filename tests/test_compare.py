@@ -1,0 +1,202 @@
+"""hebbbench compare: the decision on seeded samples, errors (exit 2), and real timings:
+a planted 2x slowdown of HPCA-fh is reported slower, identical code never is."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import hebbbench
+from conftest import planted_slowdown
+from hebbbench import cli, rules
+from hebbbench.compare import compare, judge
+from hebbbench.errors import UserError
+from hebbbench.results import ResultSet
+
+DATA = Path(__file__).parent / "data"
+GATE, TINY = DATA / "gate.toml", DATA / "tiny.toml"
+
+
+# -- the decision, on seeded samples ---------------------------------------------------------
+def timed(rng, median, rounds=60, spread=0.05):
+    return list(median * rng.lognormal(0.0, spread, rounds))
+
+
+@pytest.mark.parametrize("slowdown, spread, rounds, expected", [
+    (2.0, 0.05, 60, "slower"),
+    (0.5, 0.05, 60, "faster"),
+    (1.0, 0.05, 60, "same"),
+    (1.15, 0.05, 60, "same"),  # significant, but smaller than the factor
+    (1.4, 1.0, 12, "inconclusive"),  # beyond the factor, but a dozen wild samples prove nothing
+    (3.0, 0.05, 9, "inconclusive"),  # too few samples to judge
+])
+def test_judge_needs_the_factor_and_the_test(slowdown, spread, rounds, expected):
+    rng = np.random.default_rng(0)
+    cal_b, cal_n = timed(rng, 1e-3, rounds), timed(rng, 1e-3, rounds)
+    verdict = judge(timed(rng, 2e-3, rounds, spread), cal_b, timed(rng, 2e-3 * slowdown, rounds, spread), cal_n)
+    assert verdict["status"] == expected, verdict
+    if spread < 0.5:
+        assert verdict["ratio"] == pytest.approx(slowdown, rel=0.1)
+    else:
+        assert verdict["ratio"] > 1.25 and verdict["p_value"] > 0.01  # far off, and rightly not believed
+
+
+def test_judge_cancels_a_slower_machine_round_by_round():
+    """Everything 3x slower, and a load burst over a third of the rounds: the same code is 'same'."""
+    rng = np.random.default_rng(1)
+    load = np.where(np.arange(60) % 3 == 0, 2.0, 1.0)
+    cal_b, base = timed(rng, 1e-3), timed(rng, 2e-3)
+    cal_n = list(3 * load * np.array(timed(rng, 1e-3)))
+    new = list(3 * load * np.array(timed(rng, 2e-3)))
+    assert judge(base, cal_b, new, cal_n)["status"] == "same"
+
+
+def test_judge_does_not_judge_below_the_floor():
+    rng = np.random.default_rng(2)
+    verdict = judge(timed(rng, 2e-5), timed(rng, 1e-3), timed(rng, 8e-5), timed(rng, 1e-3))
+    assert verdict["status"] == "inconclusive" and "below the floor" in verdict["note"]
+    verdict = judge(timed(rng, 2e-5), timed(rng, 1e-3), timed(rng, 8e-5), timed(rng, 1e-3), floor_s=1e-5)
+    assert verdict["status"] == "slower"
+
+
+# -- errors are exit status 2, never a verdict ---------------------------------------------
+class Flaky(rules.HPCA):
+    """HPCA-fh that raises while ``failing`` is set: a case that did not run."""
+
+    failing = False
+
+    def delta(self, x, y, w):
+        if Flaky.failing:
+            raise RuntimeError("injected failure")
+        return rules.get("hpca").delta(x, y, w)
+
+
+rules.register("hpca", "test-flaky")(Flaky)
+
+
+@pytest.fixture(scope="module")
+def tiny_sets(tmp_path_factory):
+    """Real runs of the tiny grid: ok, another ok, one with a failed case, one of another grid."""
+    root = tmp_path_factory.mktemp("tiny")
+    kwargs = dict(config=TINY, rules=["hpca"], impls=["fh", "test-flaky"])
+    hebbbench.run(out=root / "ok", **kwargs)
+    hebbbench.run(out=root / "ok2", **kwargs)
+    Flaky.failing = True
+    try:
+        hebbbench.run(out=root / "failed", **kwargs)
+    finally:
+        Flaky.failing = False
+    hebbbench.run(out=root / "other", batch_sizes=[3, 4], **kwargs)
+    return root
+
+
+def run_compare(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["hebbbench", "compare", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def test_tiny_runs_are_not_judged(tiny_sets, monkeypatch, capsys):
+    """Microseconds (below the floor) and at most 5 samples a case (tiny.toml): every case inconclusive."""
+    code, out, err = run_compare(monkeypatch, capsys, tiny_sets / "ok", tiny_sets / "ok2", "--markdown", "-")
+    assert code == 0, err
+    result = compare(tiny_sets / "ok", tiny_sets / "ok2")
+    assert len(result.verdicts) == 4 * 2 * 2  # 4 layer × batch × 2 what, fh and test-flaky
+    assert {v.status for v in result.verdicts} == {"inconclusive"}
+    assert all("below the floor" in v.note or "fewer than 10" in v.note for v in result.verdicts)
+    assert "### hebbbench compare: no regression (0 slower, 0 faster, 0 same, 16 inconclusive)" in out
+    assert out.count("| inconclusive |") == 16
+    assert "### hebbbench compare: no regression" in out and "| inconclusive |" in out
+
+
+@pytest.mark.parametrize("baseline, new, message", [
+    ("missing", "ok", "baseline {root}/missing does not exist"),
+    ("ok", "missing", "new run {root}/missing does not exist"),
+    ("ok", "other", "the runs have different grids (only in the baseline: t/hpca/conv/b2/float32/cpu/update [fh], "),
+    ("ok", "other", "; only in the new run: t/hpca/conv/b4/float32/cpu/update [fh], "),
+    ("ok", "failed", "8 case(s) did not run (status other than ok), so nothing is judged: new run: t/hpca/"),
+    ("failed", "ok", "did not run (status other than ok), so nothing is judged: baseline: t/hpca/"),
+])
+def test_errors_exit_2_with_one_line(tiny_sets, monkeypatch, capsys, baseline, new, message):
+    code, out, err = run_compare(monkeypatch, capsys, tiny_sets / baseline, tiny_sets / new)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message.format(root=tiny_sets) in lines[0]
+    if "did not run" in message:
+        assert "[test-flaky] error (RuntimeError: injected failure)" in lines[0]
+    assert out == ""  # no table, no verdict
+
+
+def test_unfinished_uncalibrated_or_unwritable_are_errors(tiny_sets, tmp_path, monkeypatch, capsys):
+    hebbbench.run(out=tmp_path / "cut", config=TINY, rules=["hpca"], impls=["fh", "test-flaky"])
+    ResultSet(tmp_path / "cut").update_env(status="interrupted")  # what a Ctrl-C leaves
+    code, _, err = run_compare(monkeypatch, capsys, tiny_sets / "ok", tmp_path / "cut")
+    assert code == 2 and "is not a finished run (status 'interrupted')" in err
+    ResultSet(tmp_path / "cut").update_env(status="complete", calibration=None)
+    code, _, err = run_compare(monkeypatch, capsys, tmp_path / "cut", tiny_sets / "ok")
+    assert code == 2 and "has no calibration samples" in err
+    code, _, err = run_compare(monkeypatch, capsys, tiny_sets / "ok", tiny_sets / "ok2", "--factor", "1")
+    assert code == 2 and "--factor must be > 1" in err
+    code, out, err = run_compare(monkeypatch, capsys, tiny_sets / "ok", tiny_sets / "ok2",
+                                 "--markdown", tmp_path / "nowhere" / "compare.md")
+    assert code == 2 and "cannot write --markdown" in err and out == ""  # checked before comparing
+
+
+# -- real timings ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gate_runs(tmp_path_factory):
+    """Runs of tests/data/gate.toml, made on first use: ("baseline" | "again" | "planted", repeat) -> folder."""
+    made = {}
+
+    def get(kind: str, repeat: int) -> Path:
+        if (kind, repeat) not in made:
+            out = tmp_path_factory.mktemp(f"{kind}-{repeat}") / "run"
+            with planted_slowdown() if kind == "planted" else nullcontext():
+                hebbbench.run(config=GATE, out=out)
+            made[(kind, repeat)] = out
+        return made[(kind, repeat)]
+    return get
+
+
+def test_one_thread_while_timing_then_the_thread_count_is_restored(gate_runs):
+    before = torch.get_num_threads()
+    frame = ResultSet(gate_runs("baseline", 0)).frame()
+    assert set(frame["threads"]) == {1}  # [timing] threads = 1
+    assert torch.get_num_threads() == before
+
+
+def test_planted_regression_is_reported_slower(gate_runs, repeat):
+    result = compare(gate_runs("baseline", repeat), gate_runs("planted", repeat))
+    statuses = {v.case_id: v.status for v in result.verdicts}
+    assert len(statuses) == 4
+    planted = {case_id: status for case_id, status in statuses.items() if case_id.startswith("hpca/")}
+    assert set(planted.values()) == {"slower"} and len(planted) == 2, result.frame().to_string()
+    assert "slower" not in {s for case_id, s in statuses.items() if case_id.startswith("swta/")}
+    assert result.exit_code == 1
+
+
+def test_identical_code_is_never_reported_slower(gate_runs, repeat):
+    result = compare(gate_runs("baseline", repeat), gate_runs("again", repeat))
+    assert not result.regressions, result.frame().to_string()
+    assert result.exit_code == 0
+
+
+def test_cli_exit_1_on_a_regression_and_markdown_for_the_pull_request(gate_runs, tmp_path, monkeypatch, capsys):
+    summary = tmp_path / "compare.md"
+    code, out, err = run_compare(monkeypatch, capsys, gate_runs("baseline", 0), gate_runs("planted", 0),
+                                 "--markdown", summary)
+    assert code == 1, err
+    assert "REGRESSION: 2 slower" in out
+    text = summary.read_text()
+    assert text.startswith("### hebbbench compare: REGRESSION: 2 slower")
+    assert text.count("| **slower** | `hpca/hpca/") == 2
+    code, _, err = run_compare(monkeypatch, capsys, gate_runs("baseline", 0), gate_runs("again", 0))
+    assert code == 0, err
