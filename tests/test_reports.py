@@ -58,7 +58,7 @@ def test_report_writes_every_file_and_decodable_figures(tiny):
     _, _, report = tiny
     assert report.markdown.is_file() and report.html.is_file()
     stems = [f.stem for f in report.figures]
-    assert stems == ["speedup", "speedup_vs_batch", "time_vs_work", "memory", "ceilings", "heatmap"]
+    assert stems == ["speedup", "speedup_vs_batch", "time_vs_work", "memory", "ceilings", "roofline", "heatmap"]
     for f in report.figures:
         assert f.svg.is_file() and f.svg.read_text().lstrip().startswith("<?xml")
         image = matplotlib.image.imread(f.png)

@@ -582,6 +582,57 @@ def ceilings(data: Data) -> Made:
     return Made(fig, caption)
 
 
+def roofline(data: Data) -> Made:
+    """Achieved FLOP/s against arithmetic intensity, under the roof min(peak, I × bandwidth)."""
+    frame, what = cost_rows(data)
+    rows = ok(frame)
+    rows = rows[rows["flop_per_s"].notna() & (rows["bytes"] > 0)]
+    panels = [p for p in data.panels(rows) if data.ceiling(*p)]
+    if rows.empty or not panels:
+        raise Omitted("No timed case with a measured ceiling of its device and dtype (env.json `ceilings`) "
+                      "in these results: no roofline to draw.")
+    color_of = colors(data)
+    fig, axes = new_figure(1, len(panels), f"Roofline ({what}): achieved FLOP/s against arithmetic intensity",
+                           panel_w=PANEL_W + 1.0)
+    legend: dict[str, Line2D] = {}
+    for j, (origin, dtype) in enumerate(panels):
+        ceiling = data.ceiling(origin, dtype)
+        peak, bandwidth = ceiling["matmul_flop_per_s"], ceiling["copy_byte_per_s"]
+        part = rows[(rows["origin"] == origin) & (rows["dtype"] == dtype)]
+        ax = axes[0, j]
+        intensity = part["flops"] / part["bytes"]
+        lo = min(float(intensity.min()), peak / bandwidth) / 4
+        hi = max(float(intensity.max()), peak / bandwidth) * 4
+        grid = np.geomspace(lo, hi, 200)
+        ax.plot(grid, np.minimum(peak, grid * bandwidth), color="0.2", linewidth=1.5)
+        ax.annotate(f"matmul {si(peak, 'FLOP/s')}", (hi, peak), xytext=(-4, 3), textcoords="offset points",
+                    ha="right", fontsize=8)
+        ax.annotate(f"copy {si(bandwidth, 'B/s')}", (lo * 2, lo * 2 * bandwidth), xytext=(4, 4),
+                    textcoords="offset points", fontsize=8, rotation=0)
+        for (label, rule), pts in part.groupby(["label", "rule"], sort=True):
+            (line,) = ax.plot(pts["flops"] / pts["bytes"], pts["flop_per_s"], marker=rule_marker(rule),
+                              linestyle="", markersize=5, color=color_of[label], alpha=0.85)
+            legend.setdefault(f"{label}, {rule}", line)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylim(float(part["flop_per_s"].min()) / 5, peak * 3)
+        ax.set_xlim(lo, hi)
+        log_ticks(ax)
+        si_axis(ax, "FLOP/s")
+        ax.set_xlabel("arithmetic intensity (FLOP / byte, cost model)")
+        ax.set_ylabel("achieved FLOP/s")
+        ax.grid(alpha=0.3)
+        panel_title(ax, data, origin, dtype)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=min(4, len(legend)),
+               fontsize=8, frameon=False, title="implementation, rule", title_fontsize=8)
+    caption = ("The roofline of each device (Williams, Waterman, Patterson, CACM 2009) from its ceilings measured in "
+               "the same run: attainable FLOP/s = min(matmul FLOP/s, intensity × copy bytes/s). Each point is a "
+               "timed case at its cost model's intensity (FLOPs / bytes); its height against the roof is the "
+               "`pct_of_attainable` column of results.csv. The per-sample forms sit at low intensity under the "
+               "bandwidth slope; fh's matrix products reach toward the flat compute roof.")
+    return Made(fig, caption)
+
+
 def heatmap(data: Data) -> Made:
     frame = data.frame
     rows = speedup_rows(frame)
@@ -643,5 +694,6 @@ FIGURES: list[tuple[str, str, Callable[[Data], Made]]] = [
     ("scaling", "Cost curves: N, D and M sweeps", scaling),
     ("memory", "Peak memory", memory),
     ("ceilings", "Throughput against the device's ceilings", ceilings),
+    ("roofline", "Roofline", roofline),
     ("heatmap", "Speedup over layer × batch size", heatmap),
 ]
