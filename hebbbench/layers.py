@@ -52,23 +52,15 @@ class HebbianLayer(nn.Module):
     def hebbian_step(self, inputs: Tensor) -> Tensor:
         """One Hebbian update on a mini-batch; returns the responses (computed before the update).
 
-        With an implementation that ``compiles`` (fh-compiled) the whole step — forward,
-        rows, update and apply — runs as one torch.compile graph of the uncompiled form,
-        compiled on the first call for each input shape.
+        An implementation may run the whole step — forward, rows, update and apply — in a
+        form of its own (``Update.wrap_step``): fh-compiled compiles it, fh-graph replays
+        it from a CUDA graph.
         """
-        if getattr(self.rule, "compiles", False):
-            return self._compiled_step(inputs)
-        return _step(self, self.rule, inputs)
-
-    def _compiled_step(self, inputs: Tensor) -> Tensor:
-        from torch import _dynamo
-
-        if getattr(self, "_compiled", None) is None or self._compiled[0] is not self.rule:
-            step = torch.compile(functools.partial(_step, self, self.rule.eager_form()), dynamic=False)
-            self._compiled = (self.rule, step)
-        # one graph per layer shape: lift dynamo's limit of 8, and never fall back to eager silently
-        with _dynamo.config.patch(recompile_limit=1024, fail_on_recompile_limit_hit=True):
-            return self._compiled[1](inputs)
+        if getattr(self, "_wrapped", None) is None or self._wrapped[0] is not self.rule:
+            wrapped = self.rule.wrap_step(self, lambda rule: functools.partial(_step, self, rule))
+            self._wrapped = (self.rule, wrapped)
+        wrapped = self._wrapped[1]
+        return wrapped(inputs) if wrapped is not None else _step(self, self.rule, inputs)
 
 
 def _step(layer: HebbianLayer, rule: rules.Update, inputs: Tensor) -> Tensor:

@@ -213,3 +213,11 @@ def test_compile_time_is_reported_apart_from_timing(tmp_path):
     compiled = frame[frame["label"] == "fh-compiled"]
     assert set(compiled["status"]) == {"ok"} and (compiled["compile_s"] > 0).all()
     assert frame[frame["label"] == "fh"]["compile_s"].isna().all()
+
+
+def test_gpu_only_implementations_are_skipped_with_a_reason_on_the_cpu(tmp_path):
+    frame = hebbbench.run(config=TINY, out=tmp_path / "g", rules=["swta"], impls=["fh", "fh-graph", "fh-triton"],
+                          batch_sizes=[2])
+    gpu_only = frame[frame["impl"].isin(["fh-graph", "fh-triton"])]
+    assert len(gpu_only) == 8 and set(gpu_only["status"]) == {"skipped"}
+    assert gpu_only["reason"].str.contains("runs on cuda only").all()

@@ -18,6 +18,7 @@ installed as ``hebbbench.baselines``) and the implementations beyond FastHebb:
 - ``fh-tf32``, ``fh-bf16`` (swta, hpca): reduced-precision products, each with its ``rtol``;
 - ``fh-compiled`` (swta, hpca): torch.compile per shape (``prepare()`` compiles outside timing);
 - ``fh-triton`` (swta, CUDA): a fused Triton kernel (triton imported on first use).
+- ``fh-graph`` (swta, hpca, CUDA): the update and the layer step replayed from CUDA graphs.
 
 An implementation that cannot run on this machine raises :class:`Unavailable`.
 """
@@ -49,6 +50,7 @@ from hebbbench.rules import autograd  # noqa: E402,F401  (registers autograd)
 from hebbbench.rules import precision  # noqa: E402,F401  (registers fh-tf32, fh-bf16)
 from hebbbench.rules import compiled  # noqa: E402,F401  (registers fh-compiled)
 from hebbbench.rules import swta_triton  # noqa: E402,F401  (registers fh-triton; triton imported on use)
+from hebbbench.rules import graphed  # noqa: E402,F401  (registers fh-graph)
 
 __all__ = [
     "HPCA", "KWTA", "SWTA", "Hebb", "Krotov", "Oja", "Unavailable", "Update", "available", "define_rule",

@@ -106,6 +106,19 @@ class Compiled:
         parent = next(c for c in type(self).__mro__[1:] if getattr(c, "impl", "") and not issubclass(c, Compiled))
         return parent(**self.option_values())
 
+    def wrap_step(self, layer, step_with):
+        """The layer's whole step (forward, rows, update, apply) as one torch.compile graph per input shape."""
+        compiled = torch.compile(step_with(self.eager_form()), dynamic=False)
+
+        def step(inputs: Tensor) -> Tensor:
+            from torch import _dynamo
+
+            # one graph per layer shape: lift dynamo's limit of 8, and never fall back to eager silently
+            with _dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
+                return compiled(inputs)
+
+        return step
+
 
 @register("swta", "fh-compiled")
 class SWTACompiled(Compiled, SWTAFastHebb):

@@ -17,6 +17,7 @@ Every update is ``dw = r.update(x, y, w)`` with x (N,D), y (N,M), w (M,D) -> dw 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 import importlib.metadata
 import warnings
 from typing import Any, ClassVar
@@ -51,6 +52,8 @@ class Update:
     - ``compiles``: True when the first call with a new (shape, dtype, device) compiles
       code (torch.compile, a Triton JIT), so it must happen before timing.
     - :meth:`prepare`: does that one-time work outside timing and returns its seconds.
+    - :meth:`wrap_step`: a whole-step form for the layers (fh-compiled compiles the step,
+      fh-graph captures it in a CUDA graph).
     """
 
     rule: ClassVar[str] = ""
@@ -117,6 +120,15 @@ class Update:
         run the update once and return the time of that first call.
         """
         return 0.0
+
+    def wrap_step(self, layer: Any, step_with: Callable[["Update"], Callable[[Tensor], Tensor]]
+                  ) -> Callable[[Tensor], Tensor] | None:
+        """An optional whole-step form of a layer's Hebbian step (compiled, or captured in a CUDA graph).
+
+        ``step_with(rule)`` is the layer's eager step (forward, rows, update, apply) using
+        ``rule``; ``layer`` owns the weights. The default, None, keeps the eager step.
+        """
+        return None
 
     def conv_update(self, inputs: Tensor, responses: Tensor, w: Tensor, geometry: ConvGeometry) -> Tensor:
         """ΔW for a conv layer from its input images and output maps.
