@@ -115,6 +115,8 @@ def report_command(
     """Figures, tables and environment of one or several result sets: report.md, report.html, PNG and SVG.
 
     Several sets (e.g. a CPU run and a GPU run) are merged, one panel per device/run and dtype.
+    Shards of one grid (run --shard i/n, e.g. on several machines) merge into one run; shards of
+    different grids, or one shard given twice, are refused; missing shards are a warning.
     """
     from hebbbench.reports import build
     from hebbbench.reports.scale import is_scale_set, write_report
@@ -128,6 +130,8 @@ def report_command(
         out_console.print(f"report in {scale_report.path} (report.md, scale.png, scale.svg)")
         return
     written = build(run_dirs, out=out)
+    for warning in written.warnings:
+        err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     for stem, why in written.omitted.items():
         err_console.print(f"{stem}: not drawn: {why}", markup=False, highlight=False, soft_wrap=True)
     out_console.print(f"report in {written.path} (report.md, report.html, {len(written.figures)} figures)")
