@@ -22,7 +22,9 @@ the same trajectory. Reported per (device, w, rule, impl):
     efficiency       throughput_w / (w · throughput_1)
     comm share       median over steps of (time inside all-reduce calls, mean over ranks) / step time
 
-CPU: gloo, threads per rank = cores / w (recorded). CUDA: NCCL, one GPU per rank; a world
+CPU: gloo, threads per rank = cores / w (recorded), denormal floats flushed to zero (as
+:func:`hebbbench.reproduce.reproduce` does: SWTA's softmax at T = 0.02 yields many, which
+slow CPU arithmetic tenfold and GPUs not at all). CUDA: NCCL, one GPU per rank; a world
 size larger than the visible GPUs is refused. Processes are spawned here
 (:func:`hebbbench.distributed.launch_local`), one fresh set per world size; under torchrun
 (``python -m hebbbench.distributed scale ...``, one node or several) the ranks are
@@ -175,6 +177,8 @@ def measure(comm, config: ScaleConfig, device: str, scratch: str | None = None) 
     from hebbbench.distributed import DataParallel, shard
     from hebbbench.training import load_weights, weights
 
+    if torch.device(device).type == "cpu":
+        torch.set_flush_denormal(True)  # as reproduce() does: SWTA's softmax leaves denormals that slow CPUs 10x
     spec = config.spec()
     w = comm.size
     images = synthetic_batches(config.global_batch(w), spec.input_size, min(config.steps, BATCHES), config.seed,
@@ -306,7 +310,7 @@ class ScaleSet:
                     "finished_at": None, "status": "running", "launcher": launcher, "config": config.as_dict(),
                     "network": {"spec": dataclasses.asdict(config.spec()),
                                 "layers": [s.as_dict() for s in layer_shapes(config.spec(), config.base_batch())]},
-                    "threads_per_rank": {}, "failures": [],
+                    "threads_per_rank": {}, "flush_denormal_on_cpu": True, "failures": [],
                     "env": environment.collect(config.seed, argv if argv is not None else sys.argv)}
         self._write_env()
         (self.path / SAMPLES).write_text("")

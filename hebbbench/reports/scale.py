@@ -214,7 +214,8 @@ def method_text(env: dict, frame: pd.DataFrame) -> str:
             "Throughput = global batch / median step time. Comm share: time inside all-reduce calls (device "
             "synchronised first; waiting for a slower rank counts) over the step time, median over steps. "
             "On a CPU the ranks share the machine's cores (threads per rank = cores / w), so efficiency there "
-            "also measures how well the kernels use more threads in one process.")
+            "also measures how well the kernels use more threads in one process; denormal floats are flushed "
+            "to zero there, as in `reproduce()`.")
 
 
 def write_report(path: str | Path, out: str | Path | None = None) -> ScaleReport:
