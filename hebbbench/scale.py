@@ -495,24 +495,27 @@ def run_torchrun(config: ScaleConfig, out: str | Path | None = None, *, argv: li
 
 
 # -- what to expect: communication against compute, per layer ------------------------------------
-def communication_table(spec: NetworkSpec, batch: int, rule_names: tuple[str, ...]) -> pd.DataFrame:
-    """Per layer: numbers all-reduced per step against the fh update's FLOPs at the whole batch.
+def communication_table(spec: NetworkSpec, batch: int, variants: list[tuple[str, str]],
+                        world_sizes: tuple[int, ...] = (1,)) -> pd.DataFrame:
+    """Per layer: numbers all-reduced per step against each (rule, impl)'s update FLOPs per rank.
 
     ``update`` is M·D + 1 float32 numbers (this scheme); ``separate`` is M·D + M² (reducing
     YᵀX and YᵀY apart, HPCA's alternative); ``batchnorm`` is 2C + 1 float64 numbers. The
-    FLOPs split into the part that shrinks with the ranks (proportional to N) and the part
-    every rank does whatever its share (HPCA's tril(YᵀY)W: 2M²D + MD).
+    FLOPs (the registry's cost model) are per rank at each world size of strong scaling,
+    whose rank holds ⌈B/w⌉ images: what does not shrink with w (e.g. HPCA-fh's tril(YᵀY)W,
+    2M²D whatever the rows) is what limits the speedup.
     """
     lines = []
     for shape in layer_shapes(spec, batch):
         n, m, d = shape.n, shape.m, shape.d
-        line = {"layer": shape.name, "n": n, "m": m, "d": d, "update_numbers": m * d + 1,
-                "update_bytes": 4 * (m * d + 1), "separate_numbers": m * d + m * m, "batchnorm_bytes": 8 * (2 * m + 1)}
-        for rule in rule_names:
-            total = rules.get(rule, "fh").flops(n, m, d)
-            fixed = total - (rules.get(rule, "fh").flops(2 * n, m, d) - total)  # the part not proportional to N
-            line[f"{rule}_gflop"] = total / 1e9
-            line[f"{rule}_fixed_gflop"] = max(fixed, 0.0) / 1e9
+        line: dict[str, Any] = {
+            "layer": shape.name, "n": n, "m": m, "d": d, "update_numbers": m * d + 1, "update_bytes": 4 * (m * d + 1),
+            "separate_numbers": m * d + m * m, "batchnorm_bytes": 8 * (2 * m + 1)}
+        for rule, impl in variants:
+            cost = rules.get(rule, impl)
+            for w in world_sizes:
+                rows = n // batch * math.ceil(batch / w)  # a rank's rows: ⌈B/w⌉ images
+                line[f"{rule}/{impl} w={w} gflop"] = cost.flops(rows, m, d) / 1e9
         lines.append(line)
     return pd.DataFrame(lines)
 

@@ -197,3 +197,36 @@ def test_torchrun_across_two_nodes_with_weak_scaling(tmp_path):
     assert list(frame["world_size"]) == [1, 2] and set(frame["status"]) == {"ok"}
     assert dict(zip(frame["world_size"], frame["global_batch"])) == {1: 4, 2: 8}  # weak: 4 images per rank
     assert set(frame["rank_batch"]) == {4} and frame["rel_diff_vs_w1"].isna().all()
+
+
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "distributed.md").read_text()
+
+
+def test_documented_scale_and_shard_commands_use_existing_options():
+    """Every option after `hebbbench scale`, `-m hebbbench.distributed scale`, `run` or `report` in the docs exists."""
+    import typer.main
+
+    commands = {c.name: c for c in typer.main.get_command(cli.app).commands.values()}
+    text = DOC.replace("\\\n", " ")
+    checked = 0
+    for line in text.splitlines():
+        for name in ("scale", "run", "report"):
+            for prefix in (f"hebbbench {name} ", f"-m hebbbench.distributed {name} "):
+                if prefix not in line:
+                    continue
+                known = {opt for p in commands[name].params for opt in getattr(p, "opts", ()) if opt.startswith("--")}
+                for option in (w for w in line.split(prefix, 1)[1].split() if w.startswith("--")):
+                    assert option in known, f"{line.strip()}: {option} is not an option of hebbbench {name}"
+                    checked += 1
+    assert checked >= 20
+
+
+def test_documented_communication_table_matches_the_cost_model():
+    from hebbbench.networks import get_spec
+    from hebbbench.scale import communication_table
+
+    table = communication_table(get_spec("6layer"), 64, [("swta", "fh"), ("hpca", "fh")])
+    assert f"| step | | | | {table['update_bytes'].sum() / 1e6:.1f} MB" in DOC
+    fc5 = table[table["layer"] == "fc5"].iloc[0]
+    assert f"| fc5 | 64 | 4,096 | 2,304 | {fc5['update_bytes'] / 1e6:.1f} MB | {fc5['swta/fh w=1 gflop']:.2f} | " \
+           f"{fc5['hpca/fh w=1 gflop']:.1f} |" in DOC
