@@ -144,7 +144,8 @@ def scale(
     input_size: Annotated[Optional[int], typer.Option("--input-size", help="Image side (default: the "
                                                                            "network's).")] = None,
     rules: Annotated[str, typer.Option(help="Rules, comma separated.")] = "swta,hpca",
-    impls: Annotated[str, typer.Option(help="Implementations, comma separated.")] = "fh,naive",
+    impls: Annotated[str, typer.Option(help="Implementations, comma separated (each timed for the rules that "
+                                            "have it).")] = "fh,naive",
     devices: Annotated[str, typer.Option(help="cpu (gloo, threads split over the ranks) and/or cuda (NCCL, one "
                                               "GPU per rank), comma separated.")] = "cpu",
     world_sizes: Annotated[Str, typer.Option("--world-sizes", help="Processes, e.g. 1,2,4 (default: 1 and powers "

@@ -109,6 +109,10 @@ class ScaleConfig:
         """The largest shard (strong scaling splits unevenly when w does not divide the batch)."""
         return self.base_batch() if self.scaling == "weak" else math.ceil(self.base_batch() / world_size)
 
+    def variants(self) -> list[tuple[str, str]]:
+        """The (rule, impl) pairs to time: every rule with each of the impls registered for it."""
+        return [(rule, impl) for rule in self.rules for impl in self.impls if (rule, impl) in rules.available()]
+
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -122,11 +126,15 @@ def check(config: ScaleConfig) -> None:
     except ValueError as exc:
         raise UserError(f"--width/--input-size: {exc}") from None
     for rule in config.rules:
-        for impl in config.impls:
-            try:
-                rules.lookup(rule, impl)
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
+        try:
+            rules.rule_class(rule)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    for impl in config.impls:  # an impl some of the rules lack is timed for the others
+        if not any((rule, impl) in rules.available() for rule in config.rules):
+            raise UserError(f"unknown impl {impl!r} for rule{'s' if len(config.rules) > 1 else ''} "
+                            f"{', '.join(config.rules)}; allowed: "
+                            f"{', '.join(sorted({i for r in config.rules for i in rules.impls(r)}))}")
     if config.scaling not in SCALINGS:
         raise UserError(f"unknown scaling {config.scaling!r}; allowed: {', '.join(SCALINGS)}")
     from hebbbench.distributed import REDUCE_MODES
@@ -185,24 +193,23 @@ def measure(comm, config: ScaleConfig, device: str, scratch: str | None = None) 
                                channels=spec.in_channels, device=device).images
     mine = [shard(b, comm.rank, w) for b in images]
     out: list[dict[str, Any]] = []
-    for rule in config.rules:
-        for impl in config.impls:
-            result: dict[str, Any] = {"rule": rule, "impl": impl, "world_size": w}
-            if not rules.lookup(rule, impl).supports(device):
-                result.update(status="skipped", reason=f"{rule}/{impl} runs on "
-                                                        f"{', '.join(rules.lookup(rule, impl).device_types)} only")
-            else:
-                try:
-                    result.update(_time_case(comm, config, device, rule, impl, mine, DataParallel, weights,
-                                             load_weights))
-                except rules.Unavailable as exc:  # raised alike on every rank, before any collective
-                    result.update(status="skipped", reason=" ".join(str(exc).split()))
-            if comm.rank == 0:
-                out.append(result)
-                if scratch:
-                    torch.save(result, Path(scratch) / f"{device}-w{w}-{rule}-{impl}.pt")
-            if device == "cuda":
-                torch.cuda.empty_cache()
+    for rule, impl in config.variants():
+        result: dict[str, Any] = {"rule": rule, "impl": impl, "world_size": w}
+        if not rules.lookup(rule, impl).supports(device):
+            result.update(status="skipped", reason=f"{rule}/{impl} runs on "
+                                                    f"{', '.join(rules.lookup(rule, impl).device_types)} only")
+        else:
+            try:
+                result.update(_time_case(comm, config, device, rule, impl, mine, DataParallel, weights,
+                                         load_weights))
+            except rules.Unavailable as exc:  # raised alike on every rank, before any collective
+                result.update(status="skipped", reason=" ".join(str(exc).split()))
+        if comm.rank == 0:
+            out.append(result)
+            if scratch:
+                torch.save(result, Path(scratch) / f"{device}-w{w}-{rule}-{impl}.pt")
+        if device == "cuda":
+            torch.cuda.empty_cache()
     return out
 
 
@@ -347,11 +354,10 @@ class ScaleSet:
              threads: int, nodes: int, name: str) -> None:
         """Rows for the (rule, impl) a failed world size did not finish, with the failure as the reason."""
         self.env["failures"].append(f"{device}, world size {world_size}: {why}")
-        for rule in self.config.rules:
-            for impl in self.config.impls:
-                if (rule, impl) not in done:
-                    self.add(device, world_size, {"rule": rule, "impl": impl, "status": "error", "reason": why},
-                             backend=backend, threads=threads, nodes=nodes, name=name)
+        for rule, impl in self.config.variants():
+            if (rule, impl) not in done:
+                self.add(device, world_size, {"rule": rule, "impl": impl, "status": "error", "reason": why},
+                         backend=backend, threads=threads, nodes=nodes, name=name)
         self._write_env()
 
     def frame(self) -> pd.DataFrame:
@@ -410,14 +416,12 @@ def run_local(config: ScaleConfig, out: str | Path | None = None, *, argv: list[
                     except RankFailed as exc:
                         failure = " ".join(str(exc).split())
                     done = set()
-                    for rule in config.rules:  # rank 0 saved each finished case, failure or not
-                        for impl in config.impls:
-                            path = Path(scratch) / f"{device}-w{w}-{rule}-{impl}.pt"
-                            if path.exists():
-                                result = torch.load(path, weights_only=False)
-                                result_set.add(device, w, result, backend=backend, threads=threads, nodes=1,
-                                               name=name)
-                                done.add((rule, impl))
+                    for rule, impl in config.variants():  # rank 0 saved each finished case, failure or not
+                        path = Path(scratch) / f"{device}-w{w}-{rule}-{impl}.pt"
+                        if path.exists():
+                            result = torch.load(path, weights_only=False)
+                            result_set.add(device, w, result, backend=backend, threads=threads, nodes=1, name=name)
+                            done.add((rule, impl))
                     if failure:
                         say(f"{device}: world size {w} failed: {failure}")
                         result_set.fail(device, w, done, failure, backend=backend, threads=threads, nodes=1,

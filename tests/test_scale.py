@@ -120,6 +120,17 @@ def test_scale_report_has_figure_table_and_communication_per_layer(scaled, tmp_p
     assert (tmp_path / "again" / "report.md").read_text().count("| cpu | 2 |") == 4
 
 
+def test_a_scale_set_is_not_merged_with_others(scaled, tmp_path, monkeypatch, capsys):
+    from hebbbench.errors import UserError
+    from hebbbench.reports import load
+
+    out, _ = scaled
+    with pytest.raises(UserError, match="is a hebbbench scale result set"):
+        load.load([out])
+    code, _, err = run_cli(monkeypatch, capsys, "report", str(out), str(out), "--out", str(tmp_path / "r"))
+    one_line_error(code, err, "is a hebbbench scale result set: give it alone")
+
+
 def one_line_error(code: int, err: str, *needles: str) -> None:
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
@@ -161,17 +172,18 @@ def free_port() -> int:
 
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
-RANK_ARGS = ["-m", "hebbbench.distributed", "scale", *SMALL, "--rules", "hpca", "--impls", "fh"]
+RANK_ARGS = ["-m", "hebbbench.distributed", "scale", *SMALL]
 
 
 @pytest.mark.slow
 def test_torchrun_on_one_node_runs_every_world_size_as_a_subgroup(tmp_path):
     out = tmp_path / "one-node"
-    proc = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", *RANK_ARGS, "--out", str(out)],
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    proc = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", *RANK_ARGS, "--rules", "swta,hpca",
+                           "--impls", "fh-auto", "--out", str(out)], capture_output=True, text=True, timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     frame = read(out)
     assert list(frame["world_size"]) == [1, 2] and set(frame["status"]) == {"ok"}  # default: up to torchrun's 2
+    assert set(zip(frame["rule"], frame["impl"])) == {("hpca", "fh-auto")}  # swta has no fh-auto
     assert set(frame["launcher"]) == {"torchrun"} and frame["in_sync"].all()
     assert frame.loc[frame["world_size"] == 2, "rel_diff_vs_w1"].iloc[0] < 1e-4
     assert (out / "report.md").is_file() and (out / "scale.png").is_file()
@@ -183,7 +195,7 @@ def test_torchrun_across_two_nodes_with_weak_scaling(tmp_path):
     out, port = tmp_path / "two-nodes", free_port()
     procs = [subprocess.Popen([*TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
                                "--master-addr", "127.0.0.1", "--master-port", str(port), *RANK_ARGS,
-                               "--scaling", "weak", "--out", str(out)],
+                               "--rules", "swta", "--impls", "fh", "--scaling", "weak", "--out", str(out)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for rank in (0, 1)]
     try:

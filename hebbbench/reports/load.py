@@ -118,6 +118,9 @@ def read(path: str | Path) -> Source:
     if not path.is_dir():
         raise UserError(f"{path} is not a result set: no such folder")
     rs = ResultSet.open(path)
+    if rs.env().get("kind") == "scale":
+        raise UserError(f"{path} is a hebbbench scale result set: give it alone to hebbbench report, "
+                        "which rewrites its own report")
     return Source(path, rs.env(), rs.frame())
 
 
