@@ -7,15 +7,20 @@ per step, batch norm synchronised), and each (rule, impl) is timed:
 - **strong scaling** (default): the global batch is fixed — the network's own batch (64
   for the 6-layer net) unless ``batch`` says otherwise — and split over the w ranks. This
   is the data-parallel form of the paper's training: the same updates, the same weights
-  after every step as one process with the whole batch (``rel_diff_vs_w1`` checks it);
+  after every step as one process with the whole batch (``rel_diff_vs_w1`` checks it: the
+  relative difference between what the last timed step changed in the weights at w ranks
+  and at one; ``tests/test_distributed.py`` checks several consecutive steps);
 - **weak scaling**: each rank gets ``batch`` images, the global batch grows to w·batch
   (more images per step; not the paper's training, so no weights to compare).
 
 Per step, all ranks start together (a barrier outside the timing), the device is
 synchronised before the clock is read, and the step's time is the slowest rank's. After
-warm-up (by time; the ranks agree when it is over) the weights go back to their starting
-values and ``steps`` steps are timed on fixed batches, so every world size trains along
-the same trajectory. Reported per (device, w, rule, impl):
+warm-up (by time; the ranks agree when it is over) ``steps`` steps are timed on fixed
+batches. Before every step, outside the timing, the weights go back to their starting
+values (as the harness resets them before every sample): every step does the same work at
+every world size, and many steps cannot drift into weights that overflow (HPCA at the
+networks' default η = 1e-3 reaches NaN after about six consecutive steps on the 6-layer
+net). Reported per (device, w, rule, impl):
 
     step time        median over steps (q1, q3 beside it)
     throughput       global batch / median step time                      (images/s)
@@ -56,9 +61,13 @@ import pandas as pd
 import torch
 
 from hebbbench import environment, rules
+from hebbbench.data import synthetic_batches
 from hebbbench.devices import cuda_count, device_name
+from hebbbench.distributed import (REDUCE_MODES, Comm, DataParallel, RankFailed, RankInfo, init_from_env,
+                                   launch_local, shard)
 from hebbbench.errors import UserError
 from hebbbench.networks import NETWORKS, NetworkSpec, build_network, layer_shapes, scale_spec
+from hebbbench.training import load_weights, weights
 
 KIND = "scale"
 SCHEMA_VERSION = 1
@@ -137,8 +146,6 @@ def check(config: ScaleConfig) -> None:
                             f"{', '.join(sorted({i for r in config.rules for i in rules.impls(r)}))}")
     if config.scaling not in SCALINGS:
         raise UserError(f"unknown scaling {config.scaling!r}; allowed: {', '.join(SCALINGS)}")
-    from hebbbench.distributed import REDUCE_MODES
-
     if config.reduce not in REDUCE_MODES:
         raise UserError(f"unknown reduce {config.reduce!r}; allowed: {', '.join(REDUCE_MODES)}")
     if not config.world_sizes or any(w < 1 for w in config.world_sizes):
@@ -175,16 +182,12 @@ def now() -> str:
 
 
 # -- one world size, run by every rank ------------------------------------------------------
-def measure(comm, config: ScaleConfig, device: str, scratch: str | None = None) -> list[dict[str, Any]]:
+def measure(comm: Comm, config: ScaleConfig, device: str, scratch: str | None = None) -> list[dict[str, Any]]:
     """Time every (rule, impl) on this rank's shards; rank 0 returns the results (others: []).
 
     Rank 0 also saves each finished result in ``scratch`` (when given), so that the
     results measured before a failure survive it.
     """
-    from hebbbench.data import synthetic_batches
-    from hebbbench.distributed import DataParallel, shard
-    from hebbbench.training import load_weights, weights
-
     if torch.device(device).type == "cpu":
         torch.set_flush_denormal(True)  # as reproduce() does: SWTA's softmax leaves denormals that slow CPUs 10x
     spec = config.spec()
@@ -200,8 +203,7 @@ def measure(comm, config: ScaleConfig, device: str, scratch: str | None = None) 
                                                     f"{', '.join(rules.lookup(rule, impl).device_types)} only")
         else:
             try:
-                result.update(_time_case(comm, config, device, rule, impl, mine, DataParallel, weights,
-                                         load_weights))
+                result.update(_time_case(comm, config, device, rule, impl, mine))
             except rules.Unavailable as exc:  # raised alike on every rank, before any collective
                 result.update(status="skipped", reason=" ".join(str(exc).split()))
         if comm.rank == 0:
@@ -213,21 +215,22 @@ def measure(comm, config: ScaleConfig, device: str, scratch: str | None = None) 
     return out
 
 
-def _time_case(comm, config: ScaleConfig, device: str, rule: str, impl: str, mine: list, DataParallel,
-               weights, load_weights) -> dict[str, Any]:
+def _time_case(comm: Comm, config: ScaleConfig, device: str, rule: str, impl: str,
+               mine: list[torch.Tensor]) -> dict[str, Any]:
     net = build_network(config.spec(), rule, impl, device=device, seed=config.seed)
     dp = DataParallel(net, comm, reduce=config.reduce)
     start = weights(net)
     # warm-up by time: every rank steps until all agree that warmup_s has passed (at least one step)
     t0, warmup_steps = time.perf_counter(), 0
     while True:
+        load_weights(net, start)
         dp.step(mine[warmup_steps % len(mine)])
         warmup_steps += 1
         if comm.all_agree(time.perf_counter() - t0 >= config.warmup_s):
             break
-    load_weights(net, start)  # every world size trains the same trajectory from here
     samples = torch.zeros(config.steps, 3, dtype=torch.float64)  # step, update comm, batchnorm comm
     for k in range(config.steps):
+        load_weights(net, start)  # every step starts from the same weights, at every world size
         comm.barrier()  # start together, the device idle; not timed
         comm.reset()
         t = time.perf_counter()
@@ -239,16 +242,14 @@ def _time_case(comm, config: ScaleConfig, device: str, rule: str, impl: str, min
     traffic = {"calls": comm.calls(), "bytes": comm.bytes(), "update_bytes": comm.bytes("update")}
     in_sync = dp.weights_identical()
     per_rank = torch.stack(comm.gather(samples))  # (w, steps, 3)
-    # what the timed steps changed (W after − W before): compared across world sizes by the caller
+    # what the last timed step changed (W after − W before): compared across world sizes by the caller
     change = {name: (t - start[name]).cpu() for name, t in weights(net).items()} if comm.rank == 0 else {}
     return {"status": "ok", "reason": "", "samples": per_rank.numpy(), "traffic": traffic, "in_sync": in_sync,
             "warmup_steps": warmup_steps, "change": change}
 
 
-def _rank_entry(info, config: ScaleConfig, device: str, scratch: str) -> list[dict[str, Any]]:
+def _rank_entry(info: RankInfo, config: ScaleConfig, device: str, scratch: str) -> list[dict[str, Any]]:
     """One spawned rank of a local launch (hebbbench.distributed.launch_local)."""
-    from hebbbench.distributed import Comm
-
     return measure(Comm(device=info.device), config, info.device, scratch)
 
 
@@ -311,7 +312,7 @@ class ScaleSet:
         self.path.mkdir(parents=True, exist_ok=True)
         self.run_id = self.path.name
         self.rows: list[dict[str, Any]] = []
-        #: (device, rule, impl) -> what the timed steps changed in the weights at world size 1
+        #: (device, rule, impl) -> what the last timed step changed in the weights at world size 1
         self.first_change: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
         self.env = {"schema_version": SCHEMA_VERSION, "kind": KIND, "run_id": self.run_id, "started_at": now(),
                     "finished_at": None, "status": "running", "launcher": launcher, "config": config.as_dict(),
@@ -395,8 +396,6 @@ def run_local(config: ScaleConfig, out: str | Path | None = None, *, argv: list[
     ``progress(text)`` (optional) hears what is being run. Returns results.csv as a
     DataFrame (``attrs["path"]``: the folder).
     """
-    from hebbbench.distributed import RankFailed, launch_local
-
     check(config)
     result_set = ScaleSet(Path(out) if out else default_out(config), config, "local", argv)
     say = progress or (lambda text: None)
@@ -444,8 +443,6 @@ def run_torchrun(config: ScaleConfig, out: str | Path | None = None, *, argv: li
     report (others return None). One device kind per launch.
     """
     import torch.distributed as dist
-
-    from hebbbench.distributed import Comm, init_from_env
 
     if len(config.devices) != 1:
         raise UserError("under torchrun, give one device kind (--devices cpu or --devices cuda)")

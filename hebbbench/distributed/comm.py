@@ -25,6 +25,10 @@ import torch.distributed as dist
 from torch import Tensor
 
 
+#: integer types of a float's bit pattern, by size in bytes.
+_BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
 @dataclass
 class Traffic:
     """Communication of one kind since the last reset: calls, payload bytes per rank, seconds."""
@@ -116,10 +120,15 @@ class Comm:
         return tensor
 
     def identical(self, tensor: Tensor) -> bool:
-        """Whether every rank holds exactly the same values (element-wise max equals min)."""
+        """Whether every rank holds the same bits (element-wise max equals min of the bit patterns).
+
+        Comparing bit patterns as integers makes NaN equal to itself and tells 0.0 from −0.0.
+        """
         if self.size == 1:
             return True
         flat = tensor.detach().reshape(-1)
+        if flat.is_floating_point():
+            flat = flat.view(_BITS[flat.element_size()])
         high = self._control(flat.clone(), dist.ReduceOp.MAX)
         low = self._control(flat.clone(), dist.ReduceOp.MIN)
         return bool(torch.equal(high, low))

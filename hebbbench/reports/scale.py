@@ -205,15 +205,16 @@ def method_text(env: dict, frame: pd.DataFrame) -> str:
     if scaling == "strong":
         mode = ("**Strong scaling**: the global batch is fixed and split over the w ranks — the data-parallel "
                 "form of the paper's training (the same update every step as one process with the whole batch; "
-                "*change vs w = 1*: ‖Δ_w − Δ_1‖ / ‖Δ_1‖ over all layers, Δ = what the timed steps changed in the weights, "
-                "at w ranks and at one).")
+                "*change vs w = 1*: ‖Δ_w − Δ_1‖ / ‖Δ_1‖ over all layers, Δ = what the last timed step changed "
+                "in the weights, at w ranks and at one).")
     else:
         mode = ("**Weak scaling**: every rank gets the same batch, the global batch grows with w (more images "
                 "per step than the paper's training; no weights to compare).")
     return (f"{mode} Each step: every rank trains its copy of `{config.get('network')}` on its shard, batch norm "
             f"with the whole batch's statistics, one all-reduce of the layers' partial sums "
-            f"(`--reduce {config.get('reduce')}`). Per case: warm-up of at least {config.get('warmup_s')} s, the "
-            f"weights reset, then {config.get('steps')} timed steps; all ranks start each step together, the "
+            f"(`--reduce {config.get('reduce')}`). Per case: warm-up of at least {config.get('warmup_s')} s, then "
+            f"{config.get('steps')} timed steps, each from the starting weights (reset outside the timing); all "
+            "ranks start each step together, the "
             "device is synchronised before the clock is read, and a step's time is the slowest rank's. "
             "Throughput = global batch / median step time. Comm share: time inside all-reduce calls (device "
             "synchronised first; waiting for a slower rank counts) over the step time, median over steps. "
