@@ -131,6 +131,22 @@ def test_a_scale_set_is_not_merged_with_others(scaled, tmp_path, monkeypatch, ca
     one_line_error(code, err, "is a hebbbench scale result set: give it alone")
 
 
+def test_a_world_size_that_fails_leaves_error_rows_and_a_report(tmp_path):
+    """Ranks past --timeout are ended; their cases become rows with the reason, the run goes on."""
+    out = tmp_path / "failed"
+    proc = subprocess.run([sys.executable, "-m", "hebbbench.cli", "scale", *SMALL, "--rules", "hpca", "--impls",
+                           "fh,naive", "--world-sizes", "1", "--timeout", "0.5", "--out", str(out)],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    frame = read(out)
+    assert list(frame["status"]) == ["error", "error"]
+    assert frame["reason"].str.contains("still running after 0.5 s; ended").all()
+    env = json.loads((out / "env.json").read_text())
+    assert env["status"] == "complete" and len(env["failures"]) == 1
+    text = (out / "report.md").read_text()
+    assert "| **error**: rank" in text and "*Not drawn:* no case was timed." in text
+
+
 def one_line_error(code: int, err: str, *needles: str) -> None:
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
