@@ -115,9 +115,20 @@ def report_command(
     """Figures, tables and environment of one or several result sets: report.md, report.html, PNG and SVG.
 
     Several sets (e.g. a CPU run and a GPU run) are merged, one panel per device/run and dtype.
+    Shards of one grid (run --shard i/n, e.g. on several machines) merge into one run; shards of
+    different grids, or one shard given twice, are refused; missing shards are a warning.
     """
     from hebbbench.reports import build, reproduction
+    from hebbbench.reports.scale import is_scale_set, write_report
 
+    scale_sets = [d for d in run_dirs if is_scale_set(d)]
+    if scale_sets:
+        if len(run_dirs) > 1:
+            raise UserError(f"{scale_sets[0]} is a hebbbench scale result set: give it alone (its report is "
+                            "rewritten in its folder, or in --out)")
+        scale_report = write_report(scale_sets[0], out=out)
+        out_console.print(f"report in {scale_report.path} (report.md, scale.png, scale.svg)")
+        return
     if any(reproduction.is_reproduction(d) for d in run_dirs):
         if len(run_dirs) != 1:
             raise UserError("a reproduction result set is reported on its own: give one folder")
@@ -125,6 +136,8 @@ def report_command(
         out_console.print(f"report in {target} (report.md, report.html)")
         return
     written = build(run_dirs, out=out)
+    for warning in written.warnings:
+        err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     for stem, why in written.omitted.items():
         err_console.print(f"{stem}: not drawn: {why}", markup=False, highlight=False, soft_wrap=True)
     out_console.print(f"report in {written.path} (report.md, report.html, {len(written.figures)} figures)")
@@ -198,6 +211,61 @@ def reproduce(
         if report:
             target = reproduction.build(path, out=Path("reports") / path.name)
             out_console.print(f"report in {target}")
+
+
+@app.command()
+def scale(
+    network: Annotated[str, typer.Option(help="Network (6layer, 10layer, vgg11, vgg16).")] = "6layer",
+    width: Annotated[float, typer.Option(help="Every layer's output channels times this (a smaller copy).")] = 1.0,
+    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Image side (default: the "
+                                                                           "network's).")] = None,
+    rules: Annotated[str, typer.Option(help="Rules, comma separated.")] = "swta,hpca",
+    impls: Annotated[str, typer.Option(help="Implementations, comma separated (each timed for the rules that "
+                                            "have it).")] = "fh,naive",
+    devices: Annotated[str, typer.Option(help="cpu (gloo, threads split over the ranks) and/or cuda (NCCL, one "
+                                              "GPU per rank), comma separated.")] = "cpu",
+    world_sizes: Annotated[Str, typer.Option("--world-sizes", help="Processes, e.g. 1,2,4 (default: 1 and powers "
+                                                                   "of two up to the cores or GPUs; under "
+                                                                   "torchrun up to its processes).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Global batch (strong scaling) or per-rank batch (weak); "
+                                                      "default: the network's (64 for 6layer).")] = None,
+    scaling: Annotated[str, typer.Option(help="strong: the global batch fixed and split over the ranks (the "
+                                              "paper's training, data-parallel); weak: each rank a whole "
+                                              "batch.")] = "strong",
+    steps: Annotated[int, typer.Option(help="Timed steps per case (after warm-up).")] = 10,
+    warmup: Annotated[float, typer.Option(help="Warm-up seconds per case (at least one step).")] = 1.0,
+    reduce: Annotated[str, typer.Option(help="bucket: one all-reduce per step; layer: one per layer.")] = "bucket",
+    seed: Annotated[int, typer.Option(help="Seed of the weights and the synthetic images.")] = 0,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed per device and world size; then the ranks are "
+                                                "ended and the rest recorded as errors.")] = 1800.0,
+    out: Annotated[Optional[Path], typer.Option(help="Result folder (default ./results/scale-...).")] = None,
+) -> None:
+    """Data-parallel Hebbian training at several world sizes: step time, throughput, efficiency, communication.
+
+    Spawns the ranks itself (gloo on the CPU, NCCL on GPUs); under torchrun (several nodes),
+    run `torchrun ... -m hebbbench.distributed scale ...` instead: one rank per process.
+    """
+    from hebbbench import scale as scale_mod
+    from hebbbench.distributed import under_torchrun
+
+    device_kinds = tuple(split(devices))
+    config = scale_mod.ScaleConfig(
+        network=network, width=width, input_size=input_size, rules=tuple(split(rules)), impls=tuple(split(impls)),
+        devices=device_kinds, world_sizes=tuple(split_ints(world_sizes, "world sizes") or ()), batch=batch,
+        scaling=scaling, steps=steps, warmup_s=warmup, reduce=reduce, seed=seed, timeout_s=timeout)
+    if batch is not None and batch < 1:
+        raise UserError(f"--batch must be >= 1, got {batch}")
+    if under_torchrun():
+        frame = scale_mod.run_torchrun(config, out, argv=sys.argv, progress=err_console.print)
+        if frame is None:  # not rank 0
+            return
+    else:
+        if not config.world_sizes:
+            config = scale_mod.with_default_world_sizes(config)
+        frame = scale_mod.run_local(config, out, argv=sys.argv,
+                                    progress=lambda text: err_console.print(text, markup=False, highlight=False))
+    out_console.print(scale_mod.summary_table(frame))
+    out_console.print(f"results and report in {frame.attrs['path']} (results.csv, report.md, scale.png)")
 
 
 @app.command()

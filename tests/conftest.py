@@ -42,7 +42,7 @@ def rule_inputs(n: int, m: int, d: int, seed: int, dtype=torch.float32, response
 
 
 class HPCATwice(HPCAFastHebb):
-    """HPCA-fh that computes its update twice: a planted 2x slowdown made of the real work.
+    """HPCA-fh that computes its update twice, on two copies of its inputs: a planted 2x slowdown.
 
     Real work rather than a sleep: it runs on the same units, caches and data as fh, so it
     is slowed by the machine's load exactly as fh is, as a real regression would be (a sleep
@@ -51,7 +51,14 @@ class HPCATwice(HPCAFastHebb):
     """
 
     def delta(self, x, y, w):
-        super().delta(x, y, w)
+        # the first pass runs on copies of the inputs, made once (the harness's untimed first call):
+        # recomputing on the same inputs would find them in cache and cost less than a second cold pass
+        copies = getattr(self, "_copies", {})
+        self._copies = copies
+        key = (x.data_ptr(), y.data_ptr(), w.data_ptr(), x.shape, y.shape)
+        if key not in copies:
+            copies[key] = (x.clone(), y.clone(), w.clone())
+        super().delta(*copies[key])
         return super().delta(x, y, w)
 
 

@@ -51,6 +51,7 @@ class Report:
     html: Path
     figures: list[FigureFile] = field(default_factory=list)
     omitted: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # e.g. shards missing from a merged grid
 
 
 def default_name(data: sets.Data) -> str:
@@ -71,7 +72,7 @@ def build(run_dirs: list[str | Path] | str | Path, out: str | Path | None = None
     path = Path(out) if out is not None else REPORTS / default_name(data)
     _check_target(path)
     path.mkdir(parents=True, exist_ok=True)
-    report = Report(path, path / MARKDOWN, path / HTML)
+    report = Report(path, path / MARKDOWN, path / HTML, warnings=list(data.warnings))
     stems = {stem for stem, _, _ in figures_mod.FIGURES}
     for old in path.iterdir():  # a figure left out this time must not survive from an earlier report
         if old.suffix in (".png", ".svg") and old.stem in stems:

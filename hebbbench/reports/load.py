@@ -4,6 +4,12 @@ Several sets (e.g. one from a CPU machine, one from a GPU machine) are merged by
 concatenating their rows; ``origin`` (run id and device) tells them apart, and every
 figure shows one panel per origin and dtype. Sets from different grids are fine: the
 report says so and shows them side by side.
+
+Shards (``hebbbench run --shard i/n``, e.g. one per machine) are parts of one grid: they
+merge into one run, labelled ``<grid>-shards-1+2of2``, so that each device gets one panel
+with every case once. Shards must come from the same grid (``grid_fingerprint`` in
+env.json), split the same way, each index once; a missing shard is a warning (its cases
+are absent), not an error.
 """
 
 from __future__ import annotations
@@ -31,10 +37,25 @@ class Source:
     path: Path
     env: dict[str, Any]
     frame: pd.DataFrame
+    merged_id: str | None = None  # the shards of one grid share it
 
     @property
     def run_id(self) -> str:
         return str(self.env.get("run_id") or self.path.name)
+
+    @property
+    def label(self) -> str:
+        """What the report calls the run: its run id, or for a shard the merged shards' id."""
+        return self.merged_id or self.run_id
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        shard = self.env.get("shard")
+        return (int(shard["index"]), int(shard["count"])) if shard else None
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.env.get("grid_fingerprint") or "?")
 
     @property
     def grid_name(self) -> str:
@@ -57,10 +78,11 @@ class Data:
     sources: list[Source]
     frame: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # also in notes; the CLI prints them
 
     @property
     def run_ids(self) -> list[str]:
-        return [s.run_id for s in self.sources]
+        return [s.label for s in self.sources]
 
     def source_of(self, origin: str) -> Source:
         """The result set the rows of ``origin`` come from."""
@@ -96,6 +118,9 @@ def read(path: str | Path) -> Source:
     if not path.is_dir():
         raise UserError(f"{path} is not a result set: no such folder")
     rs = ResultSet.open(path)
+    if rs.env().get("kind") == "scale":
+        raise UserError(f"{path} is a hebbbench scale result set: give it alone to hebbbench report, "
+                        "which rewrites its own report")
     return Source(path, rs.env(), rs.frame())
 
 
@@ -104,25 +129,26 @@ def load(paths: list[str | Path]) -> Data:
     if not paths:
         raise UserError("give at least one result set folder")
     sources: list[Source] = []
-    seen: dict[tuple[str, str], Path] = {}
     for p in paths:
         source = read(p)
-        if any(s.path.resolve() == source.path.resolve() for s in sources):
-            continue
+        if not any(s.path.resolve() == source.path.resolve() for s in sources):
+            sources.append(source)
+    shard_notes, shard_warnings = merge_shards(sources)
+    seen: dict[tuple[str, str], Path] = {}
+    for source in sources:
         for device in dict.fromkeys(source.frame["device"].astype(str)):
             key = (source.run_id, device)
             if key in seen:
                 raise UserError(f"{seen[key]} and {source.path} both hold run {source.run_id!r} on {device}; "
                                 "give each run once")
             seen[key] = source.path
-        sources.append(source)
     parts = []
     for index, s in enumerate(sources):
         f = s.frame.copy()
         if f.empty:
             continue
         f["source"] = index
-        f["run_id"] = s.run_id  # the run id of the set, even for rows of an older schema
+        f["run_id"] = s.label  # the run id of the set (even for rows of an older schema); one id for shards
         f["torch"] = s.env.get("env", {}).get("torch", "?")
         parts.append(f)
     if not parts:
@@ -135,7 +161,8 @@ def load(paths: list[str | Path]) -> Data:
         frame[column] = frame[column].map(lambda v: "" if pd.isna(v) else str(v))
     frame["layer_key"] = layer_keys(frame)
     frame["rule"] = [rule_label(r, o) for r, o in zip(frame["rule"], frame["rule_options"])]
-    data = Data(sources, frame)
+    data = Data(sources, frame, notes=list(shard_notes), warnings=list(shard_warnings))
+    data.notes.extend(shard_warnings)
     grids = {s.grid_name for s in sources}
     if len(sources) > 1 and len({_grid_signature(s.env) for s in sources}) > 1:
         data.notes.append(f"The result sets come from different grids ({', '.join(sorted(grids))}): "
@@ -147,6 +174,63 @@ def load(paths: list[str | Path]) -> Data:
                           "running; only its finished cases are shown (continue it with "
                           "`hebbbench run --resume DIR`).")
     return data
+
+
+def merge_shards(sources: list[Source]) -> tuple[list[str], list[str]]:
+    """Give the shards among ``sources`` their merged id; (notes, warnings) for the report.
+
+    UserError for shards of different grids, of one grid split different ways, a shard
+    given twice, or a whole run of the grid given with its shards.
+    """
+    shards = [s for s in sources if s.shard]
+    if not shards:
+        return [], []
+    first = shards[0]
+    for s in shards[1:]:
+        if s.fingerprint != first.fingerprint:
+            raise UserError(f"{s.path} is shard {s.shard[0]}/{s.shard[1]} of another grid than {first.path} "
+                            f"(grid {s.grid_name!r}, fingerprint {s.fingerprint}, against grid {first.grid_name!r}, "
+                            f"fingerprint {first.fingerprint}): merge only shards of one grid")
+        if s.shard[1] != first.shard[1]:
+            raise UserError(f"{first.path} is shard {first.shard[0]}/{first.shard[1]} and {s.path} is shard "
+                            f"{s.shard[0]}/{s.shard[1]} of the same grid: shards of one grid split in different "
+                            "ways overlap; give the shards of one split")
+    whole = [s for s in sources if not s.shard and s.env.get("grid_fingerprint") == first.fingerprint]
+    if whole:
+        raise UserError(f"{whole[0].path} holds the whole grid that the shards ({first.path}, ...) split: "
+                        "give either the whole run or its shards")
+    by_index: dict[int, Source] = {}
+    for s in shards:
+        if s.shard[0] in by_index:
+            raise UserError(f"shard {s.shard[0]}/{s.shard[1]} of grid {s.grid_name!r} given twice: "
+                            f"{by_index[s.shard[0]].path} and {s.path}; give each shard once")
+        by_index[s.shard[0]] = s
+    count = first.shard[1]
+    indices = sorted(by_index)
+    merged_id = f"{first.grid_name}-shards-{'+'.join(map(str, indices))}of{count}"
+    for s in shards:
+        s.merged_id = merged_id
+    total = first.env.get("total_cases")
+    covered = sum(int(s.env.get("cases") or 0) for s in shards)
+    names = ", ".join(f"{i}/{count} (`{by_index[i].run_id}`)" for i in indices)
+    notes = [f"Shards {names} of grid {first.grid_name} (fingerprint {first.fingerprint}) merged as "
+             f"`{merged_id}`: {covered} of {total if total is not None else '?'} cases."]
+    machines = {}
+    for s in shards:
+        for device, name in zip(s.frame["device"].astype(str), s.frame["device_name"].astype(str)):
+            machines.setdefault(device, set()).add(name)
+    for device, names_seen in machines.items():
+        if len(names_seen) > 1:
+            notes.append(f"The shards ran on different {device} models ({', '.join(sorted(names_seen))}); their "
+                         "times share one panel but are not comparable across them.")
+    missing = [i for i in range(1, count + 1) if i not in by_index]
+    warnings = []
+    if missing:
+        absent = f"{total - covered} of its {total} cases" if total is not None else "their cases"
+        warnings.append(f"Incomplete grid {first.grid_name}: shard{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(f'{i}/{count}' for i in missing)} missing; {absent} are absent from this "
+                        "report.")
+    return notes, warnings
 
 
 def _grid_signature(env: dict[str, Any]) -> str:

@@ -1,0 +1,126 @@
+"""The data-parallel Hebbian step: each rank's partial sums, one all-reduce, the same update everywhere.
+
+Every rule here updates a layer by a mean over the N rows of per-row terms, all at the
+same W (DESIGN.md §1–2): ΔW = (1/N) Σ_n u(x_n, y_n, W). Split the batch's B images over
+P ranks, rank r holding B_r of them and so N_r = B_r·P_l rows of layer l (P_l positions
+per image: Ho·Wo for a conv layer, 1 for a linear one; the same on every rank). Rank r
+runs the layer's own update on its rows, ΔW_r = (1/N_r) Σ_{its rows} u, and contributes
+
+    B_r · ΔW_r = (1/P_l) Σ_{its rows} u        (M×D, plus the count B_r)
+
+The all-reduced sum is (1/P_l) Σ_{all rows} u = B·ΔW; dividing by the reduced count B
+gives ΔW exactly (up to float rounding): no approximation, for uneven shards too, and for
+every registered implementation, since each computes the same per-row mean. So ``naive``
+runs data-parallel just like ``fh``, and the comparison stays fair.
+
+For HPCA-fh the contribution is B_r/N_r · (Y_rᵀX_r − tril(Y_rᵀY_r) W): the reduced
+YᵀX and YᵀY combined linearly — Σ_r tril(Y_rᵀY_r) W = tril(YᵀY) W because tril(·) and
+(·)W are linear — so reducing the finished ΔW_r equals reducing the two partial products
+and combining them after, while moving less:
+
+    reduce B_r·ΔW_r:        M·D + 1 numbers per layer per step (any rule)
+    reduce YᵀX and YᵀY:     M·D + M² numbers per layer per step (HPCA)
+
+e.g. the 6-layer net's fc5 (M = 4096, D = 2304): 9.4 M numbers instead of 26.2 M. Both
+ways every rank does the O(M²·D) product tril(·)W once per step (on its own Y_rᵀY_r, or
+on the reduced YᵀY), so reducing ΔW_r costs no extra compute.
+
+A step, as in :func:`hebbbench.training.hebbian_step` (each layer trained on its
+pre-update input; the next layer sees the pre-update output):
+
+    for each layer l:  S_l = layer_l(h_l)                        this rank's shard
+                       buffer_l ← [B_r·ΔW_r(h_l, S_l, W_l), B_r]    partial sum
+                       h_{l+1} = pool(relu(syncbn(S_l)))          statistics of the whole batch
+    all-reduce the buffer (``reduce="bucket"``: all layers in one call; ``"layer"``: one per layer)
+    W_l ← W_l + η · buffer_l[ΔW] / buffer_l[count]
+
+Batch norm uses the whole batch's statistics (:mod:`hebbbench.distributed.batchnorm`:
+2C + 1 float64 numbers per layer, one all-reduce each) so that every layer's input is the
+single-process one. The updates wait for the end of the step: no layer's weights are read
+after its update within a step, so applying them last changes nothing.
+
+Every rank applies the same reduced buffer with the same operations, so the ranks' weights
+stay identical bit for bit (``Comm.identical`` checks it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from hebbbench.distributed.batchnorm import synchronised
+from hebbbench.distributed.comm import Comm
+from hebbbench.networks import HebbianNetwork
+
+#: how the partial sums are reduced: all layers in one call per step, or one call per layer.
+REDUCE_MODES = ("bucket", "layer")
+#: the kind under which the partial sums' all-reduces are counted.
+KIND = "update"
+
+
+def shard(images: Tensor, rank: int, size: int) -> Tensor:
+    """Rank ``rank``'s part of a global batch split into ``size`` parts (sizes differ by at most one)."""
+    if not 0 <= rank < size:
+        raise ValueError(f"rank must be in [0, {size}), got {rank}")
+    if images.shape[0] < size:
+        raise ValueError(f"a batch of {images.shape[0]} images cannot be split over {size} ranks "
+                         "(every rank needs at least one)")
+    return torch.tensor_split(images, size)[rank]
+
+
+class DataParallel:
+    """Data-parallel Hebbian training of a :class:`HebbianNetwork` on this rank's shard of each batch.
+
+    Every rank holds a whole copy of the network; ``comm`` spans the ranks (one rank:
+    plain single-process training by the same code). ``broadcast`` copies rank 0's
+    weights to every rank first (the networks are built from a seed, so they agree
+    anyway; the broadcast makes sure).
+    """
+
+    def __init__(self, net: HebbianNetwork, comm: Comm | None = None, *, reduce: str = "bucket",
+                 broadcast: bool = True) -> None:
+        if reduce not in REDUCE_MODES:
+            raise ValueError(f"unknown reduce {reduce!r}; allowed: {', '.join(REDUCE_MODES)}")
+        first = next(iter(net.hebbian_layers.values())).weight
+        self.net, self.reduce = net, reduce
+        self.comm = comm or Comm(device=first.device)
+        self.post = nn.ModuleDict({name: synchronised(post, self.comm) for name, post in net.post.items()})
+        # one flat buffer: per layer [ΔW flattened (M·D), count], contiguous, so a layer's
+        # segment or the whole buffer can be all-reduced in one call
+        sizes = [layer.weight_rows.numel() + 1 for layer in net.hebbian_layers.values()]
+        self.buffer = torch.zeros(sum(sizes), dtype=first.dtype, device=first.device)
+        self.segments: dict[str, Tensor] = dict(zip(net.hebbian_layers, torch.split(self.buffer, sizes)))
+        if broadcast:
+            for layer in net.hebbian_layers.values():
+                self.comm.broadcast(layer.weight)
+
+    @property
+    def numbers_per_step(self) -> int:
+        """Numbers all-reduced for the updates in one step (Σ_l M_l·D_l + 1)."""
+        return self.buffer.numel()
+
+    @torch.no_grad()
+    def step(self, images: Tensor) -> Tensor:
+        """One training step on this rank's ``images`` (B_r,C,H,W); returns its part of the last hidden output."""
+        count = float(images.shape[0])
+        h = images
+        for name, layer in self.net.hebbian_layers.items():
+            s = layer(h)  # (B_r,M,Ho,Wo) or (B_r,M), at the weights before the step
+            segment = self.segments[name]
+            rows = layer.weight_rows.shape
+            torch.mul(layer.delta(h, s), count, out=segment[:-1].view(rows))  # B_r·ΔW_r, (M,D)
+            segment[-1] = count
+            if self.reduce == "layer":
+                self.comm.all_reduce(segment, KIND)
+            h = self.post[name](s)  # the next layer's input, normalised with the whole batch's statistics
+        if self.reduce == "bucket":
+            self.comm.all_reduce(self.buffer, KIND)
+        for name, layer in self.net.hebbian_layers.items():
+            segment = self.segments[name]
+            layer.apply_update(segment[:-1].view(layer.weight_rows.shape) / segment[-1])  # W ← W + η ΔW
+        return h
+
+    def weights_identical(self) -> bool:
+        """Whether every rank holds the same weights, bit for bit (control traffic, not counted)."""
+        flat = torch.cat([layer.weight.reshape(-1) for layer in self.net.hebbian_layers.values()])
+        return self.comm.identical(flat)

@@ -1,0 +1,192 @@
+"""Data-parallel Hebbian training: 2 gloo processes with half a batch each = 1 process with the whole batch.
+
+The two-process checks run in one launch (spawning costs seconds on a loaded machine);
+the parent computes the single-process reference with the paper's step
+(``hebbbench.training.hebbian_step``), not with the data-parallel code.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from hebbbench.distributed import Comm, DataParallel, RankFailed, SyncBatchNorm, launch_local, shard
+from hebbbench.networks import build_network, layer_shapes, scale_spec
+from hebbbench.numerics import relative_error
+from hebbbench.training import weights
+
+#: a small 6-layer net: conv 3→12 k5, 12→16, 16→24, 24→32, fc 288→512 at batch 8.
+SPEC = scale_spec("6layer", width=1 / 8, batch_size=8)
+STEPS = 3
+#: learning rates that change the weights visibly in STEPS steps without blowing up.
+LR = {"swta": 0.05, "hpca": 0.002}
+#: (rule, impl, global batch, reduce): uneven shards (4 + 3 images) and per-layer reduction too.
+SCENARIOS = [("swta", "fh", 8, "bucket"), ("hpca", "fh", 8, "bucket"), ("swta", "naive", 8, "bucket"),
+             ("hpca", "naive", 8, "bucket"), ("hpca", "fh", 7, "layer")]
+TOLERANCE = 1e-4  # float32 (hebbbench.numerics.TOLERANCE)
+
+
+def batches(size: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    return [torch.randn(size, 3, 32, 32, generator=g) for _ in range(STEPS)]
+
+
+def change(net, start) -> dict[str, torch.Tensor]:
+    return {name: w - start[name] for name, w in weights(net).items()}
+
+
+def train_data_parallel(info, scenarios):
+    """Runs on each of the ranks: every scenario, data-parallel on this rank's shards."""
+    out = []
+    for rule, impl, size, reduce in scenarios:
+        net = build_network(SPEC, rule, impl, seed=3, lr=LR[rule])
+        start = weights(net)
+        dp = DataParallel(net, Comm(), reduce=reduce)
+        for images in batches(size):
+            dp.step(shard(images, info.rank, info.world_size))
+        traffic = {kind: (t.calls, t.bytes) for kind, t in dp.comm.traffic.items()}
+        out.append({"change": change(net, start), "identical": dp.weights_identical(), "traffic": traffic,
+                    "rows": shard(batches(size)[0], info.rank, info.world_size).shape[0]})
+    return out
+
+
+def train_single(rule: str, impl: str, size: int) -> dict[str, torch.Tensor]:
+    net = build_network(SPEC, rule, impl, seed=3, lr=LR[rule])
+    start = weights(net)
+    for images in batches(size):
+        net.hebbian_step(images)
+    return change(net, start)
+
+
+@pytest.fixture(scope="module")
+def two_ranks():
+    started = time.monotonic()
+    results = launch_local(train_data_parallel, 2, (SCENARIOS,), timeout_s=240, threads=1)
+    return results, time.monotonic() - started
+
+
+@pytest.mark.parametrize("index", range(len(SCENARIOS)), ids=["-".join(map(str, s)) for s in SCENARIOS])
+def test_two_ranks_train_the_weights_of_one_process(two_ranks, index):
+    results, _ = two_ranks
+    rule, impl, size, reduce = SCENARIOS[index]
+    reference = train_single(rule, impl, size)
+    mine = results[0][index]
+    assert [r[index]["rows"] for r in results] == [len(t) for t in torch.tensor_split(torch.arange(size), 2)]
+    for name, ref in reference.items():
+        moved = torch.linalg.vector_norm(ref) / torch.linalg.vector_norm(weights(build_network(SPEC, rule, impl,
+                                                                                              seed=3))[name])
+        assert moved > 1e-3, f"{name}: the weights hardly moved ({moved:.1e}): the comparison would prove nothing"
+        err = relative_error(mine["change"][name], ref)
+        print(f"{rule}/{impl} B={size} {reduce} {name}: relative difference of the weight change {err:.1e}")
+        assert err < TOLERANCE, (name, err)
+    # every rank applies the same reduced sums: the same weights, bit for bit
+    assert all(r[index]["identical"] for r in results)
+    for name in reference:
+        assert torch.equal(results[0][index]["change"][name], results[1][index]["change"][name])
+
+
+def test_traffic_is_one_bucket_per_step_and_one_small_reduce_per_batch_norm(two_ranks):
+    results, _ = two_ranks
+    shapes = layer_shapes(SPEC)
+    update_bytes = 4 * sum(s.m * s.d + 1 for s in shapes)  # float32 ΔW and a count per layer
+    batchnorm_bytes = 8 * sum(2 * s.m + 1 for s in shapes)  # float64 n, Σx, Σx² per channel
+    for rank in results:
+        bucket = rank[0]["traffic"]
+        assert bucket["update"] == (STEPS, STEPS * update_bytes)
+        assert bucket["batchnorm"] == (STEPS * len(shapes), STEPS * batchnorm_bytes)
+        per_layer = rank[-1]["traffic"]  # reduce="layer": one call per layer, the same bytes
+        assert per_layer["update"] == (STEPS * len(shapes), STEPS * update_bytes)
+
+
+def test_two_rank_launch_is_quick(two_ranks):
+    _, seconds = two_ranks
+    print(f"two-rank launch with {len(SCENARIOS)} scenarios: {seconds:.1f} s")
+    assert seconds < 240  # a hang is cut by launch_local's timeout long before pytest's
+
+
+def test_one_rank_without_a_process_group_is_the_plain_step():
+    for rule in LR:
+        dp_net = build_network(SPEC, rule, "fh", seed=3, lr=LR[rule])
+        start = weights(dp_net)
+        dp = DataParallel(dp_net)
+        assert dp.comm.size == 1
+        for images in batches(8):
+            dp.step(images)
+        reference = train_single(rule, "fh", 8)
+        for name, ref in reference.items():
+            assert relative_error(change(dp_net, start)[name], ref) < 1e-6
+        assert dp.comm.traffic == {}
+
+
+class _Capture:
+    """A stand-in for a two-rank Comm that keeps what would be all-reduced."""
+
+    size = 2
+
+    def all_reduce(self, tensor, kind):
+        self.seen = tensor.clone()
+        return tensor
+
+
+class _AddOther:
+    """A stand-in for a two-rank Comm: the other rank's contribution is known in advance."""
+
+    size = 2
+
+    def __init__(self, other):
+        self.other = other
+
+    def all_reduce(self, tensor, kind):
+        return tensor.add_(self.other)
+
+
+@pytest.mark.parametrize("offset", [0.0, 100.0])
+def test_sync_batch_norm_uses_the_whole_batchs_statistics(offset):
+    """Channels 100 standard deviations off zero too: the float64 combination keeps the variance."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, 5, 5, generator=g) + offset  # (B,C,H,W)
+    norm = nn.BatchNorm2d(4, affine=False, track_running_stats=False)
+    first, second = x[:4], x[4:]
+    capture = _Capture()
+    SyncBatchNorm(norm, capture)(first)
+    out = SyncBatchNorm(norm, _AddOther(capture.seen))(second)
+    x64 = x.double()
+    mean, var = x64.mean(dim=(0, 2, 3), keepdim=True), x64.var(dim=(0, 2, 3), correction=0, keepdim=True)
+    expected = ((x64 - mean) / torch.sqrt(var + norm.eps))[4:]
+    assert relative_error(out, expected) < 1e-5
+    assert relative_error(norm(x)[4:], expected) < 1e-5  # torch's own batch norm on the whole batch agrees
+
+
+def test_shard_splits_evenly_and_refuses_empty_ranks():
+    images = torch.arange(7)
+    assert [len(shard(images, r, 3)) for r in range(3)] == [3, 2, 2]
+    assert torch.equal(torch.cat([shard(images, r, 3) for r in range(3)]), images)
+    with pytest.raises(ValueError, match="cannot be split over 8 ranks"):
+        shard(images, 0, 8)
+
+
+def fail_on_rank_one(info):
+    """Rank 1 raises; rank 0 waits for it in a collective (it would hang without the watchdog)."""
+    if info.rank == 1:
+        raise ValueError("injected failure")
+    Comm().barrier()
+    return "unreachable"
+
+
+def sleep_forever(info):
+    time.sleep(3600)
+
+
+def test_a_failing_rank_ends_the_launch_with_its_error():
+    with pytest.raises(RankFailed, match=r"rank 1 of 2 failed: ValueError: injected failure"):
+        launch_local(fail_on_rank_one, 2, timeout_s=120, threads=1)
+
+
+def test_a_rank_past_the_deadline_is_ended():
+    started = time.monotonic()
+    with pytest.raises(RankFailed, match=r"still running after 2 s; ended"):
+        launch_local(sleep_forever, 1, timeout_s=2, threads=1)
+    assert time.monotonic() - started < 60
