@@ -32,7 +32,30 @@ def test_readme_python_examples_run():
         for block in code_blocks("python"):
             if "hebbbench.run(" in block or "reproduce(" in block:  # whole runs: tests/test_run.py, test_reproduce*.py
                 continue
+            if "init_from_env(" in block:  # needs torchrun: test_readme_torchrun_example_trains_on_two_cpu_ranks
+                continue
             exec(compile(block, "README.md", "exec"), namespace)  # one namespace, as in a notebook
         assert ("hpca", "mine") in rules.available()
     finally:
         rules.unregister("hpca", "mine")
+
+
+def test_readme_torchrun_example_trains_on_two_cpu_ranks(tmp_path):
+    """The data-parallel example, as written but on CPU ranks (gloo), started by torchrun with 2 processes."""
+    import os
+    import subprocess
+    import sys
+
+    (block,) = [b for b in code_blocks("python") if "init_from_env(" in b]
+    assert 'init_from_env("cuda")' in block
+    script = tmp_path / "train.py"
+    script.write_text("import torch\n"
+                      "batches = [torch.randn(16, 3, 32, 32) for _ in range(2)]\n"
+                      + block.replace('init_from_env("cuda")', 'init_from_env("cpu")')
+                      + "assert dp.weights_identical()\n"
+                      "print('rank', info.rank, 'of', info.world_size, 'done')\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script)], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0 of 2 done" in done.stdout and "rank 1 of 2 done" in done.stdout

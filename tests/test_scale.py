@@ -227,11 +227,12 @@ def test_torchrun_across_two_nodes_with_weak_scaling(tmp_path):
     assert set(frame["rank_batch"]) == {4} and frame["rel_diff_vs_w1"].isna().all()
 
 
-DOC = (Path(__file__).resolve().parent.parent / "docs" / "distributed.md").read_text()
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+DOC = README[README.index("## Scaling out"):README.index("## Layout")]
 
 
 def test_documented_scale_and_shard_commands_use_existing_options():
-    """Every option after `hebbbench scale`, `-m hebbbench.distributed scale`, `run` or `report` in the docs exists."""
+    """Every option after `hebbbench scale`, `-m hebbbench.distributed scale`, `run` or `report` in the README's "Scaling out" exists."""
     import typer.main
 
     commands = {c.name: c for c in typer.main.get_command(cli.app).commands.values()}
