@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich import box
 from rich.table import Table
 from scipy import stats
 
@@ -257,17 +258,43 @@ def _run(env: dict) -> str:
     return f"{commit}{' (dirty)' if git.get('dirty') else ''}, {env.get('env', {}).get('cpu_model') or '?'}"
 
 
+NUMERIC = ("ratio", "95 % CI", "p", "baseline", "new")
 COLOURS = {"slower": "bold red", "faster": "green", "same": "", "inconclusive": "yellow"}
 
 
+def short_case_ids(case_ids: list[str]) -> tuple[list[str], list[str]]:
+    """Case ids without the fields every one of them shares, and those shared fields.
+
+    ["hpca/hpca/fc/b8/float32/cpu/update", "swta/swta/fc/b8/float32/cpu/step"] ->
+    (["hpca/hpca/update", "swta/swta/step"], ["fc", "b8", "float32", "cpu"])
+    """
+    parts = [case_id.split("/") for case_id in case_ids]
+    if len(parts) < 2 or len({len(p) for p in parts}) != 1:
+        return list(case_ids), []
+    shared = [i for i in range(len(parts[0])) if len({p[i] for p in parts}) == 1]
+    return (["/".join(f for i, f in enumerate(p) if i not in shared) for p in parts],
+            [parts[0][i] for i in shared])
+
+
 def table(c: Comparison) -> Table:
-    t = Table(title=f"hebbbench compare: {headline(c)}", caption=method(c))
-    for column in ("status", "case", "impl", "ratio", "95 % CI", "p", "baseline", "new", "note"):
-        t.add_column(column, justify="right" if column in ("ratio", "95 % CI", "p", "baseline", "new") else "left")
-    for v in c.verdicts:
-        style = COLOURS[v.status]
-        t.add_row(f"[{style}]{v.status}[/]" if style else v.status, v.case_id, v.label, _ratio(v), _interval(v),
-                  _p(v), format_seconds(v.base_s), format_seconds(v.new_s), v.note)
+    """The terminal table: case ids shortened to the fields that differ (the shared ones in the caption)."""
+    cases, shared = short_case_ids([v.case_id for v in c.verdicts])
+    caption = method(c) + (f"; every case: {' · '.join(shared)}" if shared else "")
+    t = Table(title=f"hebbbench compare: {headline(c)}", caption=caption, box=box.SIMPLE_HEAD,
+              pad_edge=False, collapse_padding=True)
+    rows = [[v.status, case, v.label, _ratio(v), _interval(v), _p(v), format_seconds(v.base_s),
+             format_seconds(v.new_s), v.note] for v, case in zip(c.verdicts, cases)]
+    columns = ["status", "case", "impl", "ratio", "95 % CI", "p", "baseline", "new", "note"]
+    if not any(row[-1] for row in rows):
+        columns, rows = columns[:-1], [row[:-1] for row in rows]
+    for i, column in enumerate(columns):
+        # every column but the note keeps its whole width (the note wraps on a narrow terminal)
+        width = max([len(column)] + [len(row[i]) for row in rows])
+        t.add_column(column, justify="right" if column in NUMERIC else "left", no_wrap=column != "note",
+                     min_width=None if column == "note" else width)
+    for row in rows:
+        style = COLOURS[row[0]]
+        t.add_row(*([f"[{style}]{row[0]}[/]"] if style else [row[0]]), *row[1:])
     return t
 
 

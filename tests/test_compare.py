@@ -3,6 +3,7 @@ a planted 2x slowdown of HPCA-fh is reported slower, identical code never is."""
 
 from __future__ import annotations
 
+import io
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -10,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 import hebbbench
 from conftest import planted_slowdown
 from hebbbench import cli, rules
-from hebbbench.compare import compare, judge
+from hebbbench.compare import compare, judge, short_case_ids, table
 from hebbbench.errors import UserError
 from hebbbench.results import ResultSet
 
@@ -200,3 +202,16 @@ def test_cli_exit_1_on_a_regression_and_markdown_for_the_pull_request(gate_runs,
     assert text.count("| **slower** | `hpca/hpca/") == 2
     code, _, err = run_compare(monkeypatch, capsys, gate_runs("baseline", 0), gate_runs("again", 0))
     assert code == 0, err
+
+
+def test_terminal_table_fits_80_columns_with_shortened_case_ids():
+
+    ids = ["hpca/hpca/fc/b8/float32/cpu/update", "swta/swta/fc/b8/float32/cpu/step"]
+    assert short_case_ids(ids) == (["hpca/hpca/update", "swta/swta/step"], ["fc", "b8", "float32", "cpu"])
+    assert short_case_ids(ids[:1]) == (ids[:1], [])  # one case: nothing to drop
+    baseline = Path(__file__).resolve().parent.parent / "results" / "baselines" / "ci-cpu"
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(table(compare(baseline, baseline)))
+    text = console.export_text()
+    assert "hpca/hpca/conv/update" in text and "…" not in text
+    assert "every case: b8 · float32 · cpu" in " ".join(text.split())
