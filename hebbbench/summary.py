@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+from rich import box
 from rich.table import Table
 
 
@@ -32,7 +33,7 @@ def cell(row: pd.Series) -> str:
     """A variant's time, or its status when it has none."""
     if row["status"] != "ok":
         return row["status"]
-    mark = " ~" if str(row.get("noisy")).lower() == "true" else ""
+    mark = "~" if str(row.get("noisy")).lower() == "true" else ""
     return format_seconds(row["median_s"]) + mark
 
 
@@ -43,8 +44,9 @@ MAX_COLUMNS = 4
 def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """One line per (device, dtype, rule, layer, batch, what): implementation times and speedups.
 
-    With up to MAX_COLUMNS implementations, each has a column; with more, the baseline,
-    fh and the fastest other implementation (the rest is in results.csv and the report).
+    With up to MAX_COLUMNS implementations, each has a column of times and one of speedups;
+    with more, the baseline's and fh's times, fh's speedup, and the fastest other
+    implementation ("best") with its speedup (the rest is in results.csv and the report).
     """
     if frame.empty:
         return pd.DataFrame()
@@ -56,23 +58,27 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
         by_label = {r["label"]: r for _, r in group.iterrows()}
         base = next((r["baseline"] for r in by_label.values() if isinstance(r["baseline"], str)), "")
         if len(labels) <= MAX_COLUMNS:
-            shown = labels
+            timed, speedups = labels, labels
         else:
             ok = [r for r in by_label.values() if r["status"] == "ok" and r["label"] not in (base, "fh")]
             best = min(ok, key=lambda r: r["median_s"], default=None)
-            shown = [base, "fh"]
-            line["fastest other"] = best["label"] if best is not None else "-"
+            timed, speedups = [base, "fh"], ["fh"]
+            line["best"] = best["label"] if best is not None else "-"
             if best is not None:
-                by_label = {**by_label, "fastest": best}
-                shown.append("fastest")
-        for label in shown:
+                by_label = {**by_label, "best": best}
+                speedups = ["fh", "best"]
+        for label in timed:
             line[label] = cell(by_label[label]) if label in by_label else ""
-        for label in shown:
+        for label in speedups:
             r = by_label.get(label)
             if r is not None and r["label"] != base and pd.notna(r.get("speedup")):
                 line[f"{label} x"] = f"{r['speedup']:.1f}x"
         lines.append(line)
-    return pd.DataFrame(lines).fillna("")
+    frame = pd.DataFrame(lines).fillna("")
+    if "best" in frame:  # the best implementation's label next to its speedup
+        best = frame.pop("best")
+        frame.insert(len(frame.columns) - 1, "best", best)
+    return frame
 
 
 def summary_tables(frame: pd.DataFrame, title: str = "hebbbench results") -> list[Table]:
@@ -85,10 +91,12 @@ def summary_tables(frame: pd.DataFrame, title: str = "hebbbench results") -> lis
         part = part.drop(columns=["device", "dtype"]).loc[:, lambda f: (f != "").any()]
         table = Table(title=f"{title} — {device}, {dtype}",
                       caption="x: speedup = median(baseline) / median(impl); ~ noisy (IQR/median > 10 %); "
-                              "every implementation's numbers are in results.csv")
+                              "every implementation's numbers are in results.csv",
+                      box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
         for column in part.columns:
-            table.add_column(str(column), justify="left" if column in ("rule", "layer", "what", "fastest other")
-                             else "right")
+            # cells keep their whole width (a narrow terminal wraps the headers, never a number)
+            table.add_column(str(column), justify="left" if column in ("rule", "layer", "what", "best")
+                             else "right", min_width=max(len(str(v)) for v in [column, *part[column]]))
         for _, line in part.iterrows():
             table.add_row(*(str(v) for v in line))
         tables.append(table)

@@ -221,3 +221,30 @@ def test_gpu_only_implementations_are_skipped_with_a_reason_on_the_cpu(tmp_path)
     gpu_only = frame[frame["impl"].isin(["fh-graph", "fh-triton"])]
     assert len(gpu_only) == 8 and set(gpu_only["status"]) == {"skipped"}
     assert gpu_only["reason"].str.contains("runs on cuda only").all()
+
+
+def test_end_of_run_summary_shows_baseline_fh_and_best_within_80_columns():
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from hebbbench.summary import summary_frame, summary_tables
+
+    rows = []
+    for label, median, speedup in [("naive(G=8)", 8e-3, None), ("fh", 1e-3, 8.0), ("fh-conv", 5e-4, 16.0),
+                                   ("fh-compiled", 7e-4, 11.4), ("autograd", 2e-3, 4.0)]:
+        rows.append(dict(device="cpu", dtype="float32", rule="hpca", layer="conv2", batch=64, what="update",
+                         label=label, baseline="naive(G=8)", status="ok", median_s=median, noisy=label == "fh",
+                         speedup=speedup))
+    frame = summary_frame(pd.DataFrame(rows))
+    assert list(frame.columns) == ["device", "dtype", "rule", "layer", "batch", "what", "naive(G=8)", "fh", "fh x",
+                                   "best", "best x"]
+    line = frame.iloc[0]
+    assert (line["naive(G=8)"], line["fh"], line["fh x"], line["best"], line["best x"]) == \
+        ("8 ms", "1 ms~", "8.0x", "fh-conv", "16.0x")
+    console = Console(width=80, record=True, file=io.StringIO())
+    for table in summary_tables(pd.DataFrame(rows)):
+        console.print(table)
+    text = console.export_text()
+    assert "…" not in text and "16.0x" in text and "fh-conv" in text
