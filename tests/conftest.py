@@ -1,13 +1,15 @@
-"""Shared test helpers: seeded inputs for the rules, the ``--repeats`` option, a planted slowdown."""
+"""Shared test helpers: seeded inputs for the rules, the ``--repeats`` option, a planted slowdown,
+the command line run in-process."""
 
 from __future__ import annotations
 
+import sys
 import warnings
 from contextlib import contextmanager
 
 import torch
 
-from hebbbench import rules
+from hebbbench import cli, rules
 from hebbbench.rules.hpca import HPCAFastHebb
 
 #: repeats of each real-timing comparison test when --repeats is not given.
@@ -75,3 +77,15 @@ def planted_slowdown():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             rules.register("hpca", "fh", overwrite=True)(original)
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """``hebbbench ARGS...`` in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["hebbbench", *map(str, args)])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -4,7 +4,6 @@ a planted 2x slowdown of HPCA-fh is reported slower, identical code never is."""
 from __future__ import annotations
 
 import io
-import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import pytest
 import torch
 from rich.console import Console
 
+from conftest import planted_slowdown, run_cli
 import hebbbench
-from conftest import planted_slowdown
-from hebbbench import cli, rules
+from hebbbench import rules
 from hebbbench.compare import compare, judge, short_case_ids, table
 from hebbbench.errors import UserError
 from hebbbench.results import ResultSet
@@ -98,11 +97,7 @@ def tiny_sets(tmp_path_factory):
 
 
 def run_compare(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["hebbbench", "compare", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
+    return run_cli(monkeypatch, capsys, "compare", *args)
 
 
 def test_tiny_runs_are_not_judged(tiny_sets, monkeypatch, capsys):

@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import pytest
 
-from hebbbench import cli, profiling
+from conftest import run_cli
+from hebbbench import profiling
 from hebbbench.errors import UserError
-
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hebbbench", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -7,7 +7,6 @@ import json
 import re
 import shlex
 import shutil
-import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -15,8 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import run_cli
 import hebbbench
-from hebbbench import cli, rules
+from hebbbench import rules
 from hebbbench.errors import UserError
 from hebbbench.reports import figures, load
 from hebbbench.summary import format_seconds
@@ -172,17 +172,6 @@ def test_sets_from_different_grids_are_merged_and_said_so(tiny, tmp_path):
         load.load([run_dir, shutil.copytree(run_dir, tmp_path / "again")])
 
 
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hebbbench", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.mark.parametrize("make, message", [
     (lambda tmp: tmp / "nowhere", "nowhere is not a result set: no such folder"),
     (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "empty is not a result set: expected env.json"),
@@ -215,3 +204,11 @@ def test_cli_run_writes_its_report_under_reports_run_id(tmp_path, monkeypatch, c
     run_id = json.loads((tmp_path / "b" / "env.json").read_text())["run_id"]
     assert (tmp_path / "reports" / run_id / "report.md").is_file()
     assert f"report in reports/{run_id}" in " ".join(out.split())
+
+
+def test_layer_keys_prefix_every_layer_once_a_name_is_ambiguous():
+    frame = pd.DataFrame({"sweep": ["6layer", "6layer", "10layer", "10layer"], "layer": ["conv1", "fc5", "conv1", "fc9"],
+                          "layer_spec": ["a", "b", "c", "d"]})
+    assert list(load.layer_keys(frame)) == ["6layer/conv1", "6layer/fc5", "10layer/conv1", "10layer/fc9"]
+    frame = frame[frame["sweep"] == "6layer"]
+    assert list(load.layer_keys(frame)) == ["conv1", "fc5"]  # unambiguous: the names alone

@@ -14,6 +14,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
+from conftest import run_cli
 from hebbbench import cli
 from hebbbench.devices import cuda_count
 from hebbbench.networks import layer_shapes, scale_spec
@@ -23,17 +24,6 @@ from hebbbench.scale import COLUMNS, available_cores
 SMALL = ["--width", "0.0625", "--batch", "4", "--steps", "2", "--warmup", "0"]
 SHAPES = layer_shapes(scale_spec("6layer", width=0.0625, batch_size=4))
 TIMEOUT = 240
-
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hebbbench", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def read(folder: Path) -> pd.DataFrame:

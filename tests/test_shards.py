@@ -7,11 +7,11 @@ shard is a warning in the report and on stderr.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import run_cli
 from hebbbench import cli
 from hebbbench.devices import resolve_devices
 from hebbbench.grid import load_grid
@@ -19,17 +19,6 @@ from hebbbench.reports import load
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"
 QUIET = ["--no-report", "--no-progress"]
-
-
-def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["hebbbench", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

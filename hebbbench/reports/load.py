@@ -248,8 +248,10 @@ def rule_label(rule: str, options: Any) -> str:
 
 
 def layer_keys(frame: pd.DataFrame) -> pd.Series:
-    """The layer's name, or ``sweep/name`` when the name means different layers in different sweeps."""
+    """The layer's name; ``sweep/name`` for every layer when some name means different layers in
+    different sweeps (all prefixed, so that each sweep's layers read alike)."""
     specs = frame.groupby("layer")["layer_spec"].nunique()
     sweeps = frame.groupby("layer")["sweep"].nunique()
-    ambiguous = set(specs[(specs > 1) | (sweeps > 1)].index)
-    return frame.apply(lambda r: f"{r['sweep']}/{r['layer']}" if r["layer"] in ambiguous else r["layer"], axis=1)
+    if not ((specs > 1) | (sweeps > 1)).any():
+        return frame["layer"].copy()
+    return frame["sweep"].astype(str) + "/" + frame["layer"].astype(str)
