@@ -30,6 +30,28 @@ def test_every_new_shape_is_compiled_beyond_dynamos_default_limit(monkeypatch):
     assert len(graphs) == 12
 
 
+def test_other_compiles_of_the_same_function_are_never_silently_eager(monkeypatch):
+    """A function's graphs are shared by every torch.compile of it (the update's and the layer
+    step's): after fh-compiled's first use, a second compile of it past 8 shapes still compiles."""
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(tuple(example_inputs[0].shape))
+        return gm.forward
+
+    def twin(x, y, w):
+        return y.T @ x + w
+
+    monkeypatch.setattr(compiled, "BACKEND", counting_backend)
+    x, y, w = rule_inputs(2, 3, 4, seed=0)
+    compiled.call_compiled(twin, x, y, w)
+    other = torch.compile(twin, dynamic=False, backend=counting_backend)
+    for n in range(3, 15):
+        x, y, w = rule_inputs(n, 3, 4, seed=n)
+        torch.testing.assert_close(other(x, y, w), twin(x, y, w))
+    assert len(graphs) == 13
+
+
 def test_compile_failure_raises_unavailable_with_the_reason(monkeypatch):
     def broken_backend(gm, example_inputs):
         raise RuntimeError("no C++ compiler found")

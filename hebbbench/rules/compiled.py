@@ -10,8 +10,12 @@ Compilation is lazy and cached the way torch caches it: per function, one graph 
 (shapes, strides, dtype, device, grad mode), compiled on the first call that needs it.
 Each new shape therefore costs a compilation (seconds): call :meth:`prepare` before
 timing, it returns those seconds. Dynamo's default limit of 8 graphs per function
-would make later shapes silently run eagerly; here the limit is raised for the calls
-that compile and hitting it is an error, so a timed call is always the compiled code.
+would make later shapes silently run eagerly (the graphs of a function are shared by
+every torch.compile of it: the update's and the layer step's add up). So the first
+use of fh-compiled raises dynamo's limits for the whole process, once, and makes
+hitting them an error (``torch._dynamo.config``: ``recompile_limit`` and
+``accumulated_recompile_limit`` to at least 1024, ``fail_on_recompile_limit_hit``):
+a timed call is always the compiled code.
 If torch.compile cannot work on the machine (no C++ compiler, no Triton for the GPU),
 the call raises :class:`CompileUnavailable` saying why; nothing falls back to eager.
 """
@@ -67,18 +71,29 @@ def call_compiled(fn: Callable[..., Tensor], x: Tensor, y: Tensor, w: Tensor, *e
     from torch import _dynamo  # loaded by torch.compile already; named for the except clause
     from torch._inductor import exc as inductor_exc
 
-    config = _dynamo.config
-    limits = dict(recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True,
-                  accumulated_recompile_limit=max(RECOMPILE_LIMIT, config.accumulated_recompile_limit))
+    raise_recompile_limits()
     try:
-        with config.patch(**limits):
-            out = compiled(x, y, w, *extra)
+        out = compiled(x, y, w, *extra)
     except (_dynamo.exc.TorchDynamoException, inductor_exc.InductorError) as error:
         raise CompileUnavailable(
             f"torch.compile could not compile {fn.__name__} for {w.device.type}: {_reason(error)}"
         ) from error
     _SEEN.add(key)
     return out
+
+
+def raise_recompile_limits() -> None:
+    """Dynamo's graph limits raised to RECOMPILE_LIMIT for the process, hitting them an error (idempotent).
+
+    Process-wide rather than around each call: a function's graphs are counted across every
+    torch.compile of it and every caller, and a call that found its limit hit would otherwise
+    run eagerly without a word.
+    """
+    from torch._dynamo import config
+
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, RECOMPILE_LIMIT)
+    config.fail_on_recompile_limit_hit = True
 
 
 def _reason(error: BaseException) -> str:
@@ -108,16 +123,8 @@ class Compiled:
 
     def wrap_step(self, layer, step_with):
         """The layer's whole step (forward, rows, update, apply) as one torch.compile graph per input shape."""
-        compiled = torch.compile(step_with(self.eager_form()), dynamic=False)
-
-        def step(inputs: Tensor) -> Tensor:
-            from torch import _dynamo
-
-            # one graph per layer shape: lift dynamo's limit of 8, and never fall back to eager silently
-            with _dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT, fail_on_recompile_limit_hit=True):
-                return compiled(inputs)
-
-        return step
+        raise_recompile_limits()  # one graph per layer shape, never an eager fallback
+        return torch.compile(step_with(self.eager_form()), dynamic=False)
 
 
 @register("swta", "fh-compiled")
