@@ -65,3 +65,18 @@ def test_unknown_network_is_one_line_exit_2(monkeypatch, capsys):
         cli.main()
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and len(err) == 1 and "resnet" in err[0]
+
+
+def test_per_layer_table_shows_the_time_the_run_used_for_an_estimated_layer(saved, tmp_path):
+    """An over-budget layer's time is its one cold run (median_s), not the uncalibrated prediction."""
+    import shutil
+
+    path, _ = saved
+    copy = shutil.copytree(path, tmp_path / "copy")
+    layers = pd.read_csv(copy / "layers.csv")
+    row = layers.index[layers["variant"] == "naive(G=8)"][0]
+    layers.loc[row, ["status", "median_s", "predicted_s"]] = ["over_budget", 4.0, 1.0]
+    layers.to_csv(copy / "layers.csv", index=False)
+    text = (reproduction.build(copy, out=tmp_path / "report") / "report.md").read_text()
+    line = next(ln for ln in text.splitlines() if "| over_budget |" in ln)
+    assert "| 4 s (one cold run) |" in line and "1 s" not in line

@@ -100,6 +100,15 @@ def headline_rows(steps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _layer_time_text(r) -> str:
+    """A layer's time as the run used it (median_s): measured, one cold run, or the calibrated estimate."""
+    if r["status"] == "ok":
+        return format_seconds(r["median_s"])
+    if not math.isfinite(r["median_s"]):
+        return render.DASH
+    return format_seconds(r["median_s"]) + (" (one cold run)" if r["status"] == "over_budget" else " (est.)")
+
+
 def _speedup_text(row: pd.Series) -> str:
     if not math.isfinite(row["speedup"]):
         return render.DASH
@@ -146,7 +155,7 @@ def _figure_layers(layers: pd.DataFrame, title: str):
         x = np.arange(len(names))
         for offset, variant, color in ((-0.2, BASELINE, "tab:orange"), (0.2, "fh", "tab:blue")):
             rows = part[part["variant"] == variant].set_index("layer").reindex(names)
-            times = rows["median_s"].where(rows["status"] == "ok", rows["predicted_s"]).astype(float)
+            times = rows["median_s"].astype(float)  # measured, one cold run, or the calibrated estimate
             estimated = rows["status"] != "ok"
             ax.bar(x + offset, times, width=0.4, color=color, label=variant,
                    hatch=None, edgecolor=color)
@@ -231,8 +240,7 @@ def build(path: str | Path, out: str | Path | None = None, argv: list[str] | Non
     doc.add(render.Heading("Per layer"), render.Table(
         ["network", "rule", "layer", "N", "M", "D", "variant", "status", "median", "fh speedup"],
         [[r["network"], r["rule"], r["layer"], str(r["n"]), str(r["m"]), str(r["d"]), r["variant"],
-          str(r["status"]), format_seconds(r["median_s"] if r["status"] == "ok" else r["predicted_s"])
-          + ("" if r["status"] == "ok" else " (est.)"),
+          str(r["status"]), _layer_time_text(r),
           f"{r['fh_speedup']:.3g}×" if math.isfinite(r["fh_speedup"]) else render.DASH]
          for _, r in layers.iterrows()]))
     info = env.get("env", {})
