@@ -59,3 +59,11 @@ def test_readme_torchrun_example_trains_on_two_cpu_ranks(tmp_path):
                            str(script)], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 0 of 2 done" in done.stdout and "rank 1 of 2 done" in done.stdout
+
+
+def test_readme_links_to_committed_results_and_reports_exist():
+    links = re.findall(r"\]\(((?:reports|results)/[^)]+)\)", README)
+    assert links, "the README shows the committed reports"
+    assert [link for link in links if not (ROOT / link).exists()] == []
+    for report in {Path(link).parts[1] for link in links if link.startswith("reports/")}:
+        assert (ROOT / "results" / report).is_dir(), f"reports/{report} has no result set"
