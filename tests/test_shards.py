@@ -7,6 +7,7 @@ shard is a warning in the report and on stderr.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
