@@ -523,14 +523,20 @@ def device_memory(data: Data, origin: str) -> float | None:
     return next((g.get("total_memory") for g in gpus if g.get("index") == index), None)
 
 
-def ceilings(data: Data) -> Made:
+def rows_with_ceilings(data: Data, needs: str) -> tuple[pd.DataFrame, str, list[tuple[str, str]]]:
+    """Timed rows with a cost model, and the (origin, dtype) panels whose device ceilings were measured."""
     frame, what = cost_rows(data)
     rows = ok(frame)
-    rows = rows[rows["flop_per_s"].notna()]
+    rows = rows[rows["flop_per_s"].notna() & (rows["bytes"] > 0)]
     panels = [p for p in data.panels(rows) if data.ceiling(*p)]
     if rows.empty or not panels:
         raise Omitted("No timed case with a measured ceiling of its device and dtype (env.json `ceilings`) "
-                      "in these results: nothing to compare with the hardware's limits.")
+                      f"in these results: {needs}.")
+    return rows, what, panels
+
+
+def ceilings(data: Data) -> Made:
+    rows, what, panels = rows_with_ceilings(data, "nothing to compare with the hardware's limits")
     color_of = colors(data)
     fig, axes = new_figure(2, len(panels), f"Achieved throughput against the device's measured ceilings ({what})",
                            panel_w=PANEL_W + 1.2)
@@ -584,13 +590,7 @@ def ceilings(data: Data) -> Made:
 
 def roofline(data: Data) -> Made:
     """Achieved FLOP/s against arithmetic intensity, under the roof min(peak, I × bandwidth)."""
-    frame, what = cost_rows(data)
-    rows = ok(frame)
-    rows = rows[rows["flop_per_s"].notna() & (rows["bytes"] > 0)]
-    panels = [p for p in data.panels(rows) if data.ceiling(*p)]
-    if rows.empty or not panels:
-        raise Omitted("No timed case with a measured ceiling of its device and dtype (env.json `ceilings`) "
-                      "in these results: no roofline to draw.")
+    rows, what, panels = rows_with_ceilings(data, "no roofline to draw")
     color_of = colors(data)
     fig, axes = new_figure(1, len(panels), f"Roofline ({what}): achieved FLOP/s against arithmetic intensity",
                            panel_w=PANEL_W + 1.0)
