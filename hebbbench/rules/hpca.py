@@ -41,6 +41,11 @@ class HPCA(Update):
             dw += (y[rows, :, None] * (x[rows, None, :] - recon)).sum(0)  # (n,M,D) -> (M,D)
         return dw / x.shape[0]
 
+    def magnitude(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+        """(|Y|ᵀ |X| + tril(|Y|ᵀ |Y|) |W|) / N in float64: the terms of ΔW, element-wise (≥ |ΔW|)."""
+        x, y, w = x.double().abs(), y.double().abs(), w.double().abs()
+        return (y.T @ x + torch.tril(y.T @ y) @ w) / x.shape[0]  # (M,D)
+
 
 @register("hpca", "fh")
 class HPCAFastHebb(HPCA):

@@ -64,6 +64,12 @@ class LocalRule(Update):
         """Operations to compute A and c from Y (element-wise work on the N×M responses)."""
         return 2.0 * n * m
 
+    def magnitude(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:
+        """(|A|ᵀ |X| + diag(1ᵀ|B|) |W|) / N in float64: the terms of ΔW, element-wise (≥ |ΔW|)."""
+        x, y, w = x.double(), y.double(), w.double()
+        a, b = self.sample_factors(y)  # (N,M), (N,M)
+        return (a.abs().T @ x.abs() + b.abs().sum(0).unsqueeze(1) * w.abs()) / x.shape[0]  # (M,D)
+
 
 class LocalFastHebb(LocalRule):
     """The FastHebb form of a local rule: one matrix product Aᵀ X and a diagonal scaling of W."""

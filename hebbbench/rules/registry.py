@@ -54,6 +54,8 @@ class Update:
     - :meth:`prepare`: does that one-time work outside timing and returns its seconds.
     - :meth:`wrap_step`: a whole-step form for the layers (fh-compiled compiles the step,
       fh-graph captures it in a CUDA graph).
+    - :meth:`magnitude` (rule classes): the element-wise size of ΔW's terms, the scale the
+      equivalence tests hold an update to where those terms cancel.
     """
 
     rule: ClassVar[str] = ""
@@ -112,6 +114,14 @@ class Update:
     def reference(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:  # pragma: no cover - abstract
         """The per-sample formula of DESIGN.md §2 in float64 (the ground truth)."""
         raise NotImplementedError
+
+    def magnitude(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor | None:
+        """Element-wise size of the terms ΔW sums, in float64 (≥ |ΔW|); None if the rule does not state it.
+
+        The scale of any float implementation's rounding error (numerics.terms_error): where
+        the terms cancel, ‖ΔW‖ is far below it and no relative bound on ‖ΔW‖ holds.
+        """
+        return None
 
     def prepare(self, x: Tensor, y: Tensor, w: Tensor) -> float:
         """One-time work for these shapes (compilation, JIT) outside timing; returns its seconds.
