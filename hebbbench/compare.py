@@ -277,21 +277,29 @@ def short_case_ids(case_ids: list[str]) -> tuple[list[str], list[str]]:
 
 
 def table(c: Comparison) -> Table:
-    """The terminal table: case ids shortened to the fields that differ (the shared ones in the caption)."""
+    """The terminal table, narrow enough for an 80-column CI log.
+
+    Case ids keep only the fields that differ, an implementation shared by every case leaves
+    its column, and notes go under the table: what every case shares is in the caption.
+    Numbers never wrap; a case id wraps (never cropped) when the terminal is too narrow.
+    """
     cases, shared = short_case_ids([v.case_id for v in c.verdicts])
-    caption = method(c) + (f"; every case: {' · '.join(shared)}" if shared else "")
-    t = Table(title=f"hebbbench compare: {headline(c)}", caption=caption, box=box.SIMPLE_HEAD,
-              pad_edge=False, collapse_padding=True)
+    labels = list(dict.fromkeys(v.label for v in c.verdicts))
+    columns = ["status", "case", "impl", "ratio", "95 % CI", "p", "baseline", "new"]
     rows = [[v.status, case, v.label, _ratio(v), _interval(v), _p(v), format_seconds(v.base_s),
-             format_seconds(v.new_s), v.note] for v, case in zip(c.verdicts, cases)]
-    columns = ["status", "case", "impl", "ratio", "95 % CI", "p", "baseline", "new", "note"]
-    if not any(row[-1] for row in rows):
-        columns, rows = columns[:-1], [row[:-1] for row in rows]
+             format_seconds(v.new_s)] for v, case in zip(c.verdicts, cases)]
+    if len(labels) == 1:
+        shared, columns, rows = [*shared, labels[0]], columns[:2] + columns[3:], [r[:2] + r[3:] for r in rows]
+    notes = [f"{case}: {v.note}" for v, case in zip(c.verdicts, cases) if v.note]
+    caption = "\n".join([method(c) + (f"; every case: {' · '.join(shared)}" if shared else ""), *notes])
+    t = Table(title=f"hebbbench compare: {headline(c)}", caption=caption, box=box.SIMPLE_HEAD,
+              show_edge=False, padding=(0, 1, 0, 0))
     for i, column in enumerate(columns):
-        # every column but the note keeps its whole width (the note wraps on a narrow terminal)
         width = max([len(column)] + [len(row[i]) for row in rows])
-        t.add_column(column, justify="right" if column in NUMERIC else "left", no_wrap=column != "note",
-                     min_width=None if column == "note" else width)
+        if column == "case":  # folds rather than vanishing on a narrow terminal
+            t.add_column(column, overflow="fold", min_width=min(width, 12))
+        else:
+            t.add_column(column, justify="right" if column in NUMERIC else "left", no_wrap=True, min_width=width)
     for row in rows:
         style = COLOURS[row[0]]
         t.add_row(*([f"[{style}]{row[0]}[/]"] if style else [row[0]]), *row[1:])

@@ -15,7 +15,7 @@ from rich.console import Console
 from conftest import planted_slowdown, run_cli
 import hebbbench
 from hebbbench import rules
-from hebbbench.compare import compare, judge, short_case_ids, table
+from hebbbench.compare import Comparison, Verdict, compare, judge, short_case_ids, table
 from hebbbench.errors import UserError
 from hebbbench.results import ResultSet
 
@@ -209,4 +209,26 @@ def test_terminal_table_fits_80_columns_with_shortened_case_ids():
     console.print(table(compare(baseline, baseline)))
     text = console.export_text()
     assert "hpca/hpca/conv/update" in text and "…" not in text
-    assert "every case: b8 · float32 · cpu" in " ".join(text.split())
+    assert "every case: b8 · float32 · cpu · fh" in " ".join(text.split())
+
+
+def test_terminal_table_keeps_every_cell_whole_at_80_columns_in_the_widest_case():
+    """Every status, p-values, µs and ms times, notes: nothing cropped, the notes under the table."""
+    def verdict(case, status, p, note=""):
+        return Verdict(f"{case}/b8/float32/cpu/update", "fh", status, 1.83, 1.71, 1.96, p, 1.96e-3, 675e-6,
+                       20, 20, note)
+    notes = ["not significantly beyond 1.25x", "below the floor: 41.2 µs < 50 µs"]
+    c = Comparison(Path("a"), Path("b"), 1.25, 0.01, 50e-6, [
+        verdict("hpca/hpca/conv", "slower", 0.0009), verdict("swta/swta/conv", "faster", 8e-5),
+        verdict("hpca/hpca/fc", "inconclusive", 0.0312, notes[0]),
+        verdict("swta/swta/fc", "inconclusive", float("nan"), notes[1]), verdict("krotov/krotov/fc", "same", 0.5)])
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(table(c))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    row = next(line for line in lines if "hpca/hpca/conv" in line).split()
+    assert row == ["slower", "hpca/hpca/conv", "1.83x", "1.71–1.96", "0.0009", "1.96", "ms", "675", "µs"]
+    assert next(line for line in lines if line.startswith("inconclusive")).split()[1] == "hpca/hpca/fc"
+    text = " ".join(" ".join(lines).split())
+    assert all(f": {note}" in text for note in notes) and "every case: b8 · float32 · cpu · update · fh" in text
+    assert "hebbbench compare: REGRESSION: 1 slower" in lines[0]  # the title on one line
