@@ -3,8 +3,13 @@
 - a clock that reads the *device*: CUDA events recorded on the current stream around
   the call (synchronised before reading), or ``time.perf_counter`` on the CPU;
 - warm-up by time (at least ``warmup_s``, covering clock ramp-up and lazy initialisation);
-- implementations interleaved round by round, the order rotated every round so that
-  none always runs first or right after another;
+- implementations interleaved round by round, each round's order taken from a Williams
+  design (Williams, "Experimental designs balanced for the estimation of residual effects
+  of treatments", Aust. J. Sci. Res. 1949): over a cycle of k rounds (2k for an odd number k
+  of implementations) every one runs in every position, and right after every other one,
+  equally often, so neither a position nor a neighbour's after-effects (allocator state,
+  clock, a caller that thrashes memory) biases one implementation. A plain rotation would
+  keep the same predecessor in k − 1 rounds out of k;
 - before every sample, outside the timed region: the last-level cache is flushed and
   the implementation's state is reset (e.g. the layer's weights);
 - rounds are added until every implementation's IQR/median is below ``target_rel_iqr``
@@ -157,6 +162,23 @@ class Timing:
         return bool(self.rel_iqr > NOISY_REL_IQR)
 
 
+def round_orders(k: int) -> list[list[int]]:
+    """The Williams design for k implementations: k orders of range(k), 2k when k is odd.
+
+    In the first order 0, 1, k−1, 2, k−2, ... every difference between neighbours occurs
+    once; adding i (mod k) gives order i. With k odd the mirrored orders are added.
+    """
+    first, low, high = [0], 1, k - 1
+    while len(first) < k:
+        first.append(low)
+        low += 1
+        if len(first) < k:
+            first.append(high)
+            high -= 1
+    orders = [[(j + i) % k for j in first] for i in range(k)]
+    return orders + [order[::-1] for order in orders] if k % 2 else orders
+
+
 def time_interleaved(
     calls: dict[str, Callable[[], object]],
     device: torch.device | str,
@@ -188,10 +210,10 @@ def time_interleaved(
             one(name)
         if time.perf_counter() - started >= policy.warmup_s:
             break
+    orders = round_orders(len(names))
     for round_index in range(policy.max_rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            results[name].samples.append(one(name))
+        for i in orders[round_index % len(orders)]:
+            results[names[i]].samples.append(one(names[i]))
         done = round_index + 1
         elapsed = time.perf_counter() - started
         if done >= policy.min_rounds and all(r.rel_iqr < policy.target_rel_iqr for r in results.values()):
