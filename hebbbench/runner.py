@@ -97,8 +97,12 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
         row.update(flops=cost.flops, bytes=cost.bytes, predicted_memory_bytes=cost.memory,
                    predicted_s=cost.predicted_seconds(ceilings))
         cls = rules.lookup(case.rule, v.impl)
+        same_as = cls.same_as_on.get(case.layer.kind)
         if not cls.supports(case.device):
             row.update(status="skipped", reason=f"{case.rule}/{v.impl} runs on {', '.join(cls.device_types)} only")
+        elif same_as in {other.label for other in case.variants}:
+            row.update(status="skipped", reason=f"on a {case.layer.kind} layer {v.impl} runs {same_as}'s code, "
+                                                f"timed in this case already")
         elif cost.memory > budget:
             row.update(status="skipped", reason=f"predicted memory {format_bytes(cost.memory)} exceeds the "
                                                 f"budget {format_bytes(budget)} (--memory-budget)")

@@ -14,8 +14,8 @@ responses only: 1ᵀR, Σ_n y_ni², tril(Yᵀ Y) come from the N×M response row
 to N×D. On the CPU torch's convolution backward may still use per-image column buffers
 internally (oneDNN or im2col); it never builds the whole N×D matrix.
 
-For rows input (fully connected layers) ``delta`` is the plain fh form, and the cost
-model is fh's: it counts no N×D patch matrix for either path, so the saving shows up
+For rows input (fully connected layers) ``delta`` is the plain fh form (``same_as_on``:
+the harness does not time it there next to fh), and the cost model is fh's: it counts no N×D patch matrix for either path, so the saving shows up
 in measured memory, not in the model. Registered for HPCA and for every local rule.
 """
 
@@ -58,6 +58,7 @@ def patch_gram(inputs: Tensor, maps: Tensor, w: Tensor, geometry: ConvGeometry) 
 class LocalConv(LocalFastHebb):
     """fh-conv for a local rule: Aᵀ X as a conv weight gradient, c = 1ᵀB from the response rows."""
 
+    same_as_on = {"linear": "fh"}
     summary = "FastHebb; conv layers: A^T X as the conv weight gradient, no N x D patch matrix"
 
     def conv_update(self, inputs: Tensor, responses: Tensor, w: Tensor, geometry: ConvGeometry) -> Tensor:
@@ -99,6 +100,7 @@ class HebbConv(LocalConv, HebbFastHebb):
 class HPCAConv(HPCAFastHebb):
     """HPCA: Yᵀ X as the conv weight gradient of the responses; tril(Yᵀ Y) W from the rows."""
 
+    same_as_on = {"linear": "fh"}
     summary = "FastHebb; conv layers: Y^T X as the conv weight gradient, no N x D patch matrix"
 
     def conv_update(self, inputs: Tensor, responses: Tensor, w: Tensor, geometry: ConvGeometry) -> Tensor:

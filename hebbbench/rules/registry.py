@@ -70,6 +70,9 @@ class Update:
     compute_dtype: ClassVar[torch.dtype | None] = None
     #: True when a first call with a new (shape, dtype, device) compiles code.
     compiles: ClassVar[bool] = False
+    #: layer kind -> the implementation whose code this one runs on such layers (fh-conv is fh on
+    #: linear layers); the harness does not time the same code twice in one case.
+    same_as_on: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **options: Any) -> None:
         allowed = self.default_options()
