@@ -10,7 +10,7 @@
 __version__ = "0.1.0"
 
 from hebbbench import rules  # noqa: E402
-from hebbbench.layers import HebbianConv2d, HebbianLinear  # noqa: E402
+from hebbbench.nn.layers import HebbianConv2d, HebbianLinear  # noqa: E402
 
 __all__ = ["HebbianConv2d", "HebbianLinear", "__version__", "reports", "rules", "run"]
 

@@ -16,9 +16,9 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from hebbbench import devices as dev
+from hebbbench.measure import devices as dev
 from hebbbench.errors import UserError
-from hebbbench.grid import Grid, load_grid, parse_shard, shard_cases
+from hebbbench.suites.grid import Grid, load_grid, parse_shard, shard_cases
 from hebbbench.runner import Settings, default_run_id, execute, import_plugins, now, open_run, record, run_info
 
 GIB = 2**30
@@ -80,7 +80,7 @@ def run(preset: str | None = None, *, config: str | Path | None = None, rules: l
         if any(v is not None for v in (preset, config, rules, impls, what, batch_sizes, dtypes, devices, group_size,
                                        sweeps, out, shard)):
             raise UserError("--resume continues a run with its own grid; give no grid options with it")
-        from hebbbench.results import ResultSet
+        from hebbbench.store import ResultSet
 
         env = ResultSet.open(resume).env()
         saved = env.get("settings", {})
@@ -143,7 +143,7 @@ def run(preset: str | None = None, *, config: str | Path | None = None, rules: l
 
 def dry_run(grid: Grid, memory_budget: str | float | None = None) -> pd.DataFrame:
     """The cases a run would time, with each variant's predicted memory and FLOPs (nothing is run)."""
-    from hebbbench.workload import predict
+    from hebbbench.suites.workload import predict
 
     budget = parse_bytes(memory_budget)
     lines = []

@@ -76,7 +76,7 @@ def run(
     Results go to ./results/<run-id>/ (or --out), the report to ./reports/<run-id>/ (hebbbench report).
     """
     from hebbbench import api
-    from hebbbench.summary import summary_tables
+    from hebbbench.reports.summary import summary_tables
 
     grid_args = dict(sweeps=split(sweeps), rules=split(rules), impls=split(impls), what=split(what),
                      batch_sizes=split_ints(batch_sizes, "batch sizes"), dtypes=split(dtypes),
@@ -167,9 +167,9 @@ def reproduce(
 
     import torch
 
-    from hebbbench.devices import resolve_devices
+    from hebbbench.measure.devices import resolve_devices
     from hebbbench.reports import reproduction
-    from hebbbench.reproduce import reproduce as run_reproduce
+    from hebbbench.suites.reproduce import reproduce as run_reproduce
 
     variants = []
     for item in split(impls):
@@ -245,8 +245,8 @@ def scale(
     Spawns the ranks itself (gloo on the CPU, NCCL on GPUs); under torchrun (several nodes),
     run `torchrun ... -m hebbbench.distributed scale ...` instead: one rank per process.
     """
-    from hebbbench import scale as scale_mod
-    from hebbbench.distributed import under_torchrun
+    from hebbbench.suites import scale as scale_mod
+    from hebbbench.nn.parallel import under_torchrun
 
     device_kinds = tuple(split(devices))
     config = scale_mod.ScaleConfig(
@@ -264,6 +264,9 @@ def scale(
             config = scale_mod.with_default_world_sizes(config)
         frame = scale_mod.run_local(config, out, argv=sys.argv,
                                     progress=lambda text: err_console.print(text, markup=False, highlight=False))
+    from hebbbench.reports.scale import write_report
+
+    write_report(frame.attrs["path"])
     out_console.print(scale_mod.summary_table(frame))
     out_console.print(f"results and report in {frame.attrs['path']} (results.csv, report.md, scale.png)")
 
@@ -325,7 +328,7 @@ def compare(
     markdown: Annotated[Optional[Path], typer.Option(help="Write a markdown summary to FILE ('-': print it).")] = None,
 ) -> None:
     """Compare two result sets by normalised time. Exit 0: no regression; 1: a case is slower; 2: an error."""
-    from hebbbench import compare as compare_mod
+    from hebbbench.gate import compare as compare_mod
 
     if markdown is not None and str(markdown) != "-" and not markdown.parent.is_dir():
         raise UserError(f"cannot write --markdown {markdown}: no folder {markdown.parent}")
@@ -355,8 +358,8 @@ def baseline_update(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a preset and replace the baseline folder with it, only once the run has succeeded."""
-    from hebbbench.baseline import PRESET, update
-    from hebbbench.summary import summary_tables
+    from hebbbench.gate.baseline import PRESET, update
+    from hebbbench.reports.summary import summary_tables
 
     frame = update(preset or (None if config else PRESET), out, config=config, progress=progress,
                    console=err_console, argv=sys.argv)
@@ -369,8 +372,8 @@ def baseline_update(
 def list_things() -> None:
     """Presets, rules and implementations, and the devices seen here."""
     from hebbbench import rules as rules_mod
-    from hebbbench.devices import cuda_count, device_name
-    from hebbbench.grid import load_grid, preset_names
+    from hebbbench.measure.devices import cuda_count, device_name
+    from hebbbench.suites.grid import load_grid, preset_names
 
     presets = Table(title="presets (hebbbench run --preset NAME)")
     presets.add_column("preset")

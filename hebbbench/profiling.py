@@ -30,12 +30,12 @@ from typing import Any
 
 import torch
 
-from hebbbench import devices as dev
+from hebbbench.measure import devices as dev
 from hebbbench import rules
 from hebbbench.errors import UserError
-from hebbbench.grid import Case, LayerSpec, Variant, load_grid, preset_names
-from hebbbench.numerics import DTYPES
-from hebbbench.workload import CaseWorkload, Prepared, predict
+from hebbbench.suites.grid import Case, LayerSpec, Variant, load_grid, preset_names
+from hebbbench.measure.numerics import DTYPES
+from hebbbench.suites.workload import CaseWorkload, Prepared, predict
 
 TOOLS = ("torch", "py-spy")
 PROFILES = Path("profiles")

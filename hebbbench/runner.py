@@ -27,16 +27,17 @@ from typing import Any
 
 import torch
 
-from hebbbench import ceilings as ceilings_mod
-from hebbbench import devices as dev
-from hebbbench import environment, rules
+from hebbbench.measure import ceilings as ceilings_mod
+from hebbbench.measure import devices as dev
+from hebbbench import rules
+from hebbbench.measure import environment
 from hebbbench.errors import UserError
-from hebbbench.grid import Case, Grid, Variant
-from hebbbench.numerics import relative_error, tolerance
-from hebbbench.results import CALIBRATION, CALIBRATION_KIND, SCHEMA_VERSION, ResultSet
-from hebbbench.summary import format_bytes
-from hebbbench.timing import TimingPolicy, Timing, speedup, time_interleaved
-from hebbbench.workload import CaseWorkload, predict
+from hebbbench.suites.grid import Case, Grid, Variant
+from hebbbench.measure.numerics import relative_error, tolerance
+from hebbbench.store import CALIBRATION, CALIBRATION_KIND, SCHEMA_VERSION, ResultSet
+from hebbbench.measure.units import format_bytes
+from hebbbench.measure.timing import TimingPolicy, Timing, speedup, time_interleaved
+from hebbbench.suites.workload import CaseWorkload, predict
 
 Emit = Callable[[str, Any], None]
 

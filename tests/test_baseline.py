@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from hebbbench import cli
-from hebbbench.baseline import update
+from hebbbench.gate.baseline import update
 from hebbbench.errors import UserError
-from hebbbench.results import ResultSet
+from hebbbench.store import ResultSet
 from test_compare import Flaky
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"

@@ -15,9 +15,9 @@ from rich.console import Console
 from conftest import planted_slowdown, run_cli
 import hebbbench
 from hebbbench import rules
-from hebbbench.compare import Comparison, Verdict, compare, judge, short_case_ids, table
+from hebbbench.gate.compare import Comparison, Verdict, compare, judge, short_case_ids, table
 from hebbbench.errors import UserError
-from hebbbench.results import ResultSet
+from hebbbench.store import ResultSet
 
 DATA = Path(__file__).parent / "data"
 GATE, TINY = DATA / "gate.toml", DATA / "tiny.toml"

@@ -7,7 +7,7 @@ import torch
 
 from conftest import rule_inputs
 from hebbbench import HebbianLinear, rules
-from hebbbench.numerics import relative_error
+from hebbbench.measure.numerics import relative_error
 from hebbbench.rules import compiled
 
 

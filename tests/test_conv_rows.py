@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hebbbench.conv import ConvGeometry, responses_to_rows
+from hebbbench.rules.conv import ConvGeometry, responses_to_rows
 
 
 def rows_by_loop(images: torch.Tensor, g: ConvGeometry) -> torch.Tensor:

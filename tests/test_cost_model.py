@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from hebbbench import devices, rules
-from hebbbench.ceilings import Ceilings
-from hebbbench.costmodel import roofline_seconds
+from hebbbench import rules
+from hebbbench.measure import devices
+from hebbbench.measure.ceilings import Ceilings
+from hebbbench.measure.costmodel import roofline_seconds
 
 SHAPES = [(1, 1, 1), (3, 17, 5), (9216, 128, 864), (32, 4096, 4096)]
 

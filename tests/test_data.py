@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hebbbench.data import DATASETS, load_batches, open_dataset
+from hebbbench.nn.data import DATASETS, load_batches, open_dataset
 from hebbbench.errors import UserError
 
 

@@ -2,7 +2,7 @@
 
 The two-process checks run in one launch (spawning costs seconds on a loaded machine);
 the parent computes the single-process reference with the paper's step
-(``hebbbench.training.hebbian_step``), not with the data-parallel code.
+(``hebbbench.nn.training.hebbian_step``), not with the data-parallel code.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from hebbbench.distributed import Comm, DataParallel, RankFailed, SyncBatchNorm, launch_local, shard
-from hebbbench.networks import build_network, layer_shapes, scale_spec
-from hebbbench.numerics import relative_error
-from hebbbench.training import weights
+from hebbbench.nn.parallel import Comm, DataParallel, RankFailed, SyncBatchNorm, launch_local, shard
+from hebbbench.nn.networks import build_network, layer_shapes, scale_spec
+from hebbbench.measure.numerics import relative_error
+from hebbbench.nn.training import weights
 
 #: a small 6-layer net: conv 3→12 k5, 12→16, 16→24, 24→32, fc 288→512 at batch 8.
 SPEC = scale_spec("6layer", width=1 / 8, batch_size=8)
@@ -26,7 +26,7 @@ LR = {"swta": 0.05, "hpca": 0.002}
 #: (rule, impl, global batch, reduce): uneven shards (4 + 3 images) and per-layer reduction too.
 SCENARIOS = [("swta", "fh", 8, "bucket"), ("hpca", "fh", 8, "bucket"), ("swta", "naive", 8, "bucket"),
              ("hpca", "naive", 8, "bucket"), ("hpca", "fh", 7, "layer")]
-TOLERANCE = 1e-4  # float32 (hebbbench.numerics.TOLERANCE)
+TOLERANCE = 1e-4  # float32 (hebbbench.measure.numerics.TOLERANCE)
 
 
 def batches(size: int) -> list[torch.Tensor]:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import rule_inputs
 from hebbbench import rules
-from hebbbench.numerics import relative_error, rounding_tolerance, terms_error
+from hebbbench.measure.numerics import relative_error, rounding_tolerance, terms_error
 
 FLOAT32_RTOL = 1e-5
 

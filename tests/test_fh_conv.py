@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from hebbbench import HebbianConv2d, rules
-from hebbbench.conv import ConvGeometry, responses_to_rows, rows_to_responses
-from hebbbench.numerics import relative_error
+from hebbbench.rules.conv import ConvGeometry, responses_to_rows, rows_to_responses
+from hebbbench.measure.numerics import relative_error
 
 CONV_RULES = [rule for rule, _ in rules.available(impl="fh-conv")]
 GEOMETRIES = [(1, 1, 0, 1), (3, 1, 0, 1), (3, 2, 1, 1), (3, 1, 2, 2), (5, 3, 2, 1), (2, 2, 0, 3)]

@@ -10,7 +10,7 @@ import pytest
 
 import hebbbench
 from conftest import planted_slowdown
-from hebbbench.compare import compare
+from hebbbench.gate.compare import compare
 
 pytestmark = pytest.mark.bench
 BASELINE = Path(__file__).resolve().parent.parent / "results" / "baselines" / "ci-cpu"

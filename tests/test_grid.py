@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hebbbench.errors import UserError
-from hebbbench.grid import Grid, LayerSpec, load_grid, preset_names
+from hebbbench.suites.grid import Grid, LayerSpec, load_grid, preset_names
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"
 
@@ -93,7 +93,7 @@ def test_layer_describe_and_rows():
 
 
 def test_shards_are_disjoint_and_cover_the_grid():
-    from hebbbench.grid import parse_shard, shard_cases
+    from hebbbench.suites.grid import parse_shard, shard_cases
 
     cases = load_grid("paper").expand(resolve=cpu)
     parts = [shard_cases(cases, parse_shard(f"{i}/3")) for i in (1, 2, 3)]

@@ -7,7 +7,7 @@ import torch
 
 from conftest import rule_inputs
 from hebbbench import rules
-from hebbbench.numerics import relative_error
+from hebbbench.measure.numerics import relative_error
 
 
 @pytest.mark.parametrize("block_size", [1, 2, 3, 7, 8, 64])

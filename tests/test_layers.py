@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hebbbench import HebbianConv2d, HebbianLinear, rules
-from hebbbench.numerics import relative_error
+from hebbbench.measure.numerics import relative_error
 
 
 @pytest.mark.parametrize("rule", ["swta", "hpca"])

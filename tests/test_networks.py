@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hebbbench.networks import NETWORKS, build_network, feature_size, get_spec, layer_shapes, scale_spec
+from hebbbench.nn.networks import NETWORKS, build_network, feature_size, get_spec, layer_shapes, scale_spec
 
 
 def test_6layer_shapes_match_design():
@@ -83,7 +83,7 @@ def test_bad_arguments_raise_value_error(call, message):
 @pytest.mark.parametrize("network", ["6layer", "10layer", "vgg11"])
 def test_paper_preset_lists_the_networks_hebbian_layers(network):
     """The paper preset (TOML data) and the network definitions describe the same layers."""
-    from hebbbench.grid import load_grid
+    from hebbbench.suites.grid import load_grid
 
     sweep = next(s for s in load_grid("paper").sweeps if s.name == network)
     shapes = layer_shapes(network)

@@ -19,7 +19,7 @@ import hebbbench
 from hebbbench import rules
 from hebbbench.errors import UserError
 from hebbbench.reports import figures, load
-from hebbbench.summary import format_seconds
+from hebbbench.measure.units import format_seconds
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from hebbbench import rules
-from hebbbench.ceilings import Ceilings
-from hebbbench.costmodel import Calibration
+from hebbbench.measure.ceilings import Ceilings
+from hebbbench.measure.costmodel import Calibration
 from hebbbench.errors import UserError
-from hebbbench.networks import scale_spec
-from hebbbench.reproduce import LAYER_COLUMNS, SAMPLE_COLUMNS, STEP_COLUMNS, reproduce, variant_label
-from hebbbench.timing import TimingPolicy
+from hebbbench.nn.networks import scale_spec
+from hebbbench.suites.reproduce import LAYER_COLUMNS, SAMPLE_COLUMNS, STEP_COLUMNS, reproduce, variant_label
+from hebbbench.measure.timing import TimingPolicy
 
 SMALL = scale_spec("6layer", width=1 / 8, batch_size=4)
 QUICK = TimingPolicy(warmup_s=0, min_rounds=2, max_rounds=3, min_rounds_capped=2, case_seconds=0.05,

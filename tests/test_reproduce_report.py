@@ -9,7 +9,7 @@ import pytest
 
 from hebbbench import cli
 from hebbbench.reports import reproduction
-from hebbbench.reproduce import reproduce
+from hebbbench.suites.reproduce import reproduce
 from test_reproduce import CEILINGS, QUICK, SMALL
 
 

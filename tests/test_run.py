@@ -16,7 +16,7 @@ import torch
 
 import hebbbench
 from hebbbench import cli, rules
-from hebbbench.results import CALIBRATION, CALIBRATION_KIND, COLUMNS, ResultSet
+from hebbbench.store import CALIBRATION, CALIBRATION_KIND, COLUMNS, ResultSet
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"
 CLI = [sys.executable, "-m", "hebbbench.cli"]
@@ -229,7 +229,7 @@ def test_end_of_run_summary_shows_baseline_fh_and_best_within_80_columns():
     import pandas as pd
     from rich.console import Console
 
-    from hebbbench.summary import summary_frame, summary_tables
+    from hebbbench.reports.summary import summary_frame, summary_tables
 
     rows = []
     for layer, fh_conv_s, compiled_s in [("conv2", 5e-4, 7e-4),  # clearly faster than fh

@@ -16,9 +16,9 @@ import pytest
 
 from conftest import run_cli
 from hebbbench import cli
-from hebbbench.devices import cuda_count
-from hebbbench.networks import layer_shapes, scale_spec
-from hebbbench.scale import COLUMNS, available_cores
+from hebbbench.measure.devices import cuda_count
+from hebbbench.nn.networks import layer_shapes, scale_spec
+from hebbbench.suites.scale import COLUMNS, available_cores
 
 #: a very small 6-layer net: conv 3→6 k5, 6→8, 8→12, 12→16, fc 144→256.
 SMALL = ["--width", "0.0625", "--batch", "4", "--steps", "2", "--warmup", "0"]
@@ -241,8 +241,8 @@ def test_documented_scale_and_shard_commands_use_existing_options():
 
 
 def test_documented_communication_table_matches_the_cost_model():
-    from hebbbench.networks import get_spec
-    from hebbbench.scale import communication_table
+    from hebbbench.nn.networks import get_spec
+    from hebbbench.suites.scale import communication_table
 
     table = communication_table(get_spec("6layer"), 64, [("swta", "fh"), ("hpca", "fh")])
     assert f"| step | | | | {table['update_bytes'].sum() / 1e6:.1f} MB" in DOC

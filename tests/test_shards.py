@@ -14,8 +14,8 @@ import pytest
 
 from conftest import run_cli
 from hebbbench import cli
-from hebbbench.devices import resolve_devices
-from hebbbench.grid import load_grid
+from hebbbench.measure.devices import resolve_devices
+from hebbbench.suites.grid import load_grid
 from hebbbench.reports import load
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"

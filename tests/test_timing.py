@@ -7,7 +7,7 @@ from itertools import pairwise, permutations
 
 import pytest
 
-from hebbbench.timing import TimingPolicy, round_orders, time_interleaved
+from hebbbench.measure.timing import TimingPolicy, round_orders, time_interleaved
 
 
 @pytest.mark.parametrize("k", range(1, 10))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hebbbench.networks import build_network, scale_spec
-from hebbbench.numerics import relative_error
-from hebbbench.timing import TimingPolicy
-from hebbbench.training import STEP, hebbian_step, layer_inputs, load_weights, time_breakdown, weights
+from hebbbench.nn.networks import build_network, scale_spec
+from hebbbench.measure.numerics import relative_error
+from hebbbench.measure.timing import TimingPolicy
+from hebbbench.nn.training import STEP, hebbian_step, layer_inputs, load_weights, time_breakdown, weights
 
 SMALL = scale_spec("6layer", width=1 / 8, batch_size=4)  # M = 12, 16, 24, 32, 512
 

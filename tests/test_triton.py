@@ -32,7 +32,7 @@ SCRIPT = r"""
 import json, sys, torch
 from conftest import rule_inputs
 from hebbbench import rules
-from hebbbench.numerics import relative_error
+from hebbbench.measure.numerics import relative_error
 from hebbbench.rules import swta_triton
 cases = json.loads(sys.argv[1])
 try:

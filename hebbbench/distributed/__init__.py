@@ -1,33 +1,5 @@
-"""Data-parallel Hebbian training on torch.distributed: NCCL on GPUs, gloo on the CPU.
+"""``python -m hebbbench.distributed``: torchrun's entry point for ``hebbbench scale`` (a command, not the engine).
 
-Every Hebbian update is a mean over the mini-batch's rows of per-row terms at the same W,
-so P ranks, each holding a shard of the batch, get the single-process update exactly from
-one all-reduce of partial sums per step (``trainer.py`` has the maths and the volumes).
-Batch norm uses the whole batch's statistics through one small all-reduce per layer
-(``batchnorm.py``). Communication is counted and timed apart (``comm.py``).
-
-    # one rank; start it with torchrun (one node or several) or hebbbench's launch_local
-    from hebbbench.distributed import Comm, DataParallel, init_from_env, shard
-    from hebbbench.networks import build_network
-
-    info = init_from_env("cuda")                      # NCCL, GPU LOCAL_RANK (gloo with "cpu")
-    net = build_network("6layer", "hpca", "fh", device=info.device)
-    dp = DataParallel(net, Comm(device=info.device))  # reduce="bucket" (default) or "layer"
-    for images in batches:                            # the global batch (B, 3, 32, 32) ...
-        dp.step(shard(images, info.rank, info.world_size))   # ... each rank trains on its part
-    dp.comm.seconds(), dp.comm.bytes()                # time in all-reduce calls, payload bytes
-
-Modules: ``comm`` (counted, timed all-reduce), ``batchnorm`` (SyncBatchNorm on any backend),
-``trainer`` (the step), ``launch`` (local processes, or joining torchrun's group), and
-``python -m hebbbench.distributed`` (one rank of ``hebbbench scale`` under torchrun).
+The data-parallel engine itself (collectives, batch norm across ranks, the step) is
+:mod:`hebbbench.nn.parallel`; this package only starts one rank of the command line.
 """
-
-from hebbbench.distributed.batchnorm import SyncBatchNorm, synchronised
-from hebbbench.distributed.comm import Comm, Traffic
-from hebbbench.distributed.launch import RankFailed, RankInfo, init_from_env, launch_local, under_torchrun
-from hebbbench.distributed.trainer import REDUCE_MODES, DataParallel, shard
-
-__all__ = [
-    "REDUCE_MODES", "Comm", "DataParallel", "RankFailed", "RankInfo", "SyncBatchNorm", "Traffic", "init_from_env",
-    "launch_local", "shard", "synchronised", "under_torchrun",
-]

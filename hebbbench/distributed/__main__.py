@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 from hebbbench.cli import err_console, main
-from hebbbench.distributed.launch import TORCHRUN_VARIABLES, under_torchrun
+from hebbbench.nn.parallel.launch import TORCHRUN_VARIABLES, under_torchrun
 
 
 def rank_main() -> None:

@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from hebbbench.reports.load import Data
-from hebbbench.summary import format_seconds
+from hebbbench.measure.units import format_seconds
 
 DPI = 100
 PANEL_W, PANEL_H = 5.6, 3.8  # inches per panel

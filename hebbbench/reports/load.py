@@ -23,8 +23,8 @@ from typing import Any
 import pandas as pd
 
 from hebbbench.errors import UserError
-from hebbbench.grid import Variant
-from hebbbench.results import ResultSet
+from hebbbench.suites.grid import Variant
+from hebbbench.store import ResultSet
 
 #: separates the run id and the device in ``origin``.
 ORIGIN_SEP = " · "

@@ -20,8 +20,8 @@ from typing import Any
 import pandas as pd
 
 from hebbbench.reports.load import Data, short_device_name
-from hebbbench.summary import format_seconds
-from hebbbench.timing import NOISY_REL_IQR
+from hebbbench.measure.units import format_seconds
+from hebbbench.measure.timing import NOISY_REL_IQR
 
 DASH = "—"
 

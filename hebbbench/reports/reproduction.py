@@ -22,10 +22,10 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from hebbbench import environment
+from hebbbench.measure import environment
 from hebbbench.errors import UserError
 from hebbbench.reports import render
-from hebbbench.summary import format_bytes, format_seconds
+from hebbbench.measure.units import format_bytes, format_seconds
 
 KIND = "reproduce"
 FILES = {"steps": "steps.csv", "layers": "layers.csv", "samples": "samples.csv", "claims": "claims.csv"}
@@ -37,7 +37,7 @@ MARKERS = {"swta": "o", "hpca": "s"}
 
 
 def save(result, out: str | Path, seed: int, argv: list[str] | None, started_at: str, finished_at: str) -> Path:
-    """Write a :class:`~hebbbench.reproduce.Reproduction` as a result set; refuses to overwrite one."""
+    """Write a :class:`~hebbbench.suites.reproduce.Reproduction` as a result set; refuses to overwrite one."""
     path = Path(out)
     if (path / "env.json").exists():
         raise UserError(f"{path} already holds a result set; choose another --out")

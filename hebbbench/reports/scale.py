@@ -4,7 +4,7 @@ The figure has one row of three panels per device kind: throughput (images/s, wi
 ideal w·throughput_1 dotted), scaling efficiency (%) and the share of the step spent
 inside all-reduce calls (%), each against the world size. The text states the scaling
 mode, tabulates every row of results.csv, and sets each layer's communication per step
-against its compute (``hebbbench.scale.communication_table``).
+against its compute (``hebbbench.suites.scale.communication_table``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from hebbbench.errors import UserError
 from hebbbench.reports import render
 from hebbbench.reports.load import short_device_name
-from hebbbench.summary import format_bytes, format_seconds
+from hebbbench.measure.units import format_bytes, format_seconds
 
 STEM = "scale"
 DPI = 100
@@ -50,7 +50,7 @@ def is_scale_set(path: str | Path) -> bool:
 
 
 def read(path: str | Path) -> tuple[dict, pd.DataFrame]:
-    from hebbbench.scale import ENV, RESULTS
+    from hebbbench.suites.scale import ENV, RESULTS
 
     path = Path(path)
     if not is_scale_set(path):
@@ -150,9 +150,9 @@ def results_table(frame: pd.DataFrame) -> render.Table:
 
 
 def layers_table(env: dict) -> tuple[render.Table, str]:
-    from hebbbench.networks import LayerSpec, NetworkSpec
+    from hebbbench.nn.networks import LayerSpec, NetworkSpec
     from hebbbench.rules import available
-    from hebbbench.scale import communication_table
+    from hebbbench.suites.scale import communication_table
 
     spec_dict = dict(env["network"]["spec"])
     spec_dict["layers"] = tuple(LayerSpec(**layer) for layer in spec_dict["layers"])

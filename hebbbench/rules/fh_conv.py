@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hebbbench.conv import ConvGeometry, responses_to_rows, rows_to_responses
+from hebbbench.rules.conv import ConvGeometry, responses_to_rows, rows_to_responses
 from hebbbench.rules.hebb import HebbFastHebb
 from hebbbench.rules.hpca import HPCAFastHebb
 from hebbbench.rules.krotov import KrotovFastHebb

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from hebbbench.conv import ConvGeometry, responses_to_rows
+from hebbbench.rules.conv import ConvGeometry, responses_to_rows
 
 ENTRY_POINT_GROUP = "hebbbench.rules"
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.utils.benchmark as tb
 
-from hebbbench.timing import TimingPolicy, time_interleaved
+from hebbbench.measure.timing import TimingPolicy, time_interleaved
 
 pytestmark = pytest.mark.bench
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from hebbbench import rules
-from hebbbench.conv import ConvGeometry
+from hebbbench.rules.conv import ConvGeometry
 
 
 class HebbianLayer(nn.Module):

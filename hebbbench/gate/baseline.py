@@ -16,7 +16,7 @@ import pandas as pd
 
 from hebbbench import api
 from hebbbench.errors import UserError
-from hebbbench.results import ENV, RESULTS
+from hebbbench.store import ENV, RESULTS
 
 PRESET = "ci"
 FOLDER = Path("results/baselines/ci-cpu")

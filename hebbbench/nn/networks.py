@@ -34,9 +34,9 @@ import torch
 from torch import Tensor, nn
 
 from hebbbench import rules
-from hebbbench.conv import ConvGeometry
-from hebbbench.data import dataset_info
-from hebbbench.layers import HebbianConv2d, HebbianLayer, HebbianLinear
+from hebbbench.rules.conv import ConvGeometry
+from hebbbench.nn.data import dataset_info
+from hebbbench.nn.layers import HebbianConv2d, HebbianLayer, HebbianLinear
 
 
 @dataclass(frozen=True)
@@ -276,8 +276,8 @@ class HebbianNetwork(nn.Module):
         return self.classifier(self.features(images))  # (B, classes)
 
     def hebbian_step(self, images: Tensor) -> Tensor:
-        """One Hebbian training step of every layer (see :func:`hebbbench.training.hebbian_step`)."""
-        from hebbbench.training import hebbian_step
+        """One Hebbian training step of every layer (see :func:`hebbbench.nn.training.hebbian_step`)."""
+        from hebbbench.nn.training import hebbian_step
 
         return hebbian_step(self, images)
 

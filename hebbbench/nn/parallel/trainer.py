@@ -25,7 +25,7 @@ e.g. the 6-layer net's fc5 (M = 4096, D = 2304): 9.4 M numbers instead of 26.2 M
 ways every rank does the O(M²·D) product tril(·)W once per step (on its own Y_rᵀY_r, or
 on the reduced YᵀY), so reducing ΔW_r costs no extra compute.
 
-A step, as in :func:`hebbbench.training.hebbian_step` (each layer trained on its
+A step, as in :func:`hebbbench.nn.training.hebbian_step` (each layer trained on its
 pre-update input; the next layer sees the pre-update output):
 
     for each layer l:  S_l = layer_l(h_l)                        this rank's shard
@@ -34,7 +34,7 @@ pre-update input; the next layer sees the pre-update output):
     all-reduce the buffer (``reduce="bucket"``: all layers in one call; ``"layer"``: one per layer)
     W_l ← W_l + η · buffer_l[ΔW] / buffer_l[count]
 
-Batch norm uses the whole batch's statistics (:mod:`hebbbench.distributed.batchnorm`:
+Batch norm uses the whole batch's statistics (:mod:`hebbbench.nn.parallel.batchnorm`:
 2C + 1 float64 numbers per layer, one all-reduce each) so that every layer's input is the
 single-process one. The updates wait for the end of the step: no layer's weights are read
 after its update within a step, so applying them last changes nothing.
@@ -48,9 +48,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from hebbbench.distributed.batchnorm import synchronised
-from hebbbench.distributed.comm import Comm
-from hebbbench.networks import HebbianNetwork
+from hebbbench.nn.parallel.batchnorm import synchronised
+from hebbbench.nn.parallel.comm import Comm
+from hebbbench.nn.networks import HebbianNetwork
 
 #: how the partial sums are reduced: all layers in one call per step, or one call per layer.
 REDUCE_MODES = ("bucket", "layer")

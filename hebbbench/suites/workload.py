@@ -31,9 +31,9 @@ import torch
 from torch import Tensor
 
 from hebbbench import rules
-from hebbbench.conv import responses_to_rows
-from hebbbench.grid import Case, Variant
-from hebbbench.layers import HebbianConv2d, HebbianLayer, HebbianLinear
+from hebbbench.rules.conv import responses_to_rows
+from hebbbench.suites.grid import Case, Variant
+from hebbbench.nn.layers import HebbianConv2d, HebbianLayer, HebbianLinear
 from hebbbench.rules.registry import Update
 
 STEP_LR = 1e-3

@@ -21,12 +21,15 @@ weights before every sample.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from hebbbench.networks import HebbianNetwork
-from hebbbench.timing import Timing, TimingPolicy, time_interleaved
+from hebbbench.measure.timing import Timing, TimingPolicy, time_interleaved
+
+if TYPE_CHECKING:  # networks.py imports this module's step
+    from hebbbench.nn.networks import HebbianNetwork
 
 #: name given to the whole step in timing results (layer names are "conv1", "fc5", ...).
 STEP = "step"
@@ -104,7 +107,7 @@ def time_breakdown(nets: Mapping[str, HebbianNetwork], batches: Sequence[Tensor]
 
     ``nets`` maps a label to a network (same spec, rule and starting weights; one per
     implementation). Returns ``{layer or STEP: {label: Timing}}``. Every sample starts
-    from the starting weights. No budget, no memory check: see :mod:`hebbbench.reproduce`
+    from the starting weights. No budget, no memory check: see :mod:`hebbbench.suites.reproduce`
     for the guarded version.
     """
     labels = list(nets)

@@ -5,7 +5,7 @@
     r.layers   # one row per (network, rule, variant, layer): the layer's update
     r.samples  # raw timing samples;  r.claims: the published claims;  r.meta: a plain dict
 
-For each network × rule (:class:`hebbbench.netcase.Case`), each layer's update and the
+For each network × rule (:class:`hebbbench.suites.netcase.Case`), each layer's update and the
 whole training step are timed for every implementation variant (default: naive with
 G = 8, naive with G = 128, and FastHebb ``fh``) with the harness's interleaved method;
 variants that cannot run within the memory and time budgets are estimated and marked.
@@ -30,19 +30,19 @@ import pandas as pd
 import torch
 
 import hebbbench
-from hebbbench.claims import published_claims
-from hebbbench import ceilings as ceilings_mod
-from hebbbench.ceilings import Ceilings
-from hebbbench.costmodel import Calibration
-from hebbbench.data import load_batches
+from hebbbench.suites.claims import published_claims
+from hebbbench.measure import ceilings as ceilings_mod
+from hebbbench.measure.ceilings import Ceilings
+from hebbbench.measure.costmodel import Calibration
+from hebbbench.nn.data import load_batches
 from hebbbench.errors import UserError
-from hebbbench.devices import available_memory, device_name
-from hebbbench.netcase import (
+from hebbbench.measure.devices import available_memory, device_name
+from hebbbench.suites.netcase import (
     COMPOSED, ERROR, ESTIMATED, ESTIMATED_STATUSES, LAYER_COLUMNS, OK, OOM, OVER_BUDGET, REFERENCE,
     SAMPLE_COLUMNS, SKIPPED_MEMORY, SKIPPED_TIME, STEP_COLUMNS, WRONG, Case, Variant, release, variant_label,
 )
-from hebbbench.networks import build_network, get_spec
-from hebbbench.timing import TimingPolicy
+from hebbbench.nn.networks import build_network, get_spec
+from hebbbench.measure.timing import TimingPolicy
 
 __all__ = [
     "COMPOSED", "DEFAULT_IMPLS", "DEFAULT_POLICY", "ERROR", "ESTIMATED", "ESTIMATED_STATUSES", "LAYER_COLUMNS",
@@ -72,7 +72,7 @@ class Reproduction:
     - ``layers``: one row per (network, rule, variant, layer): the update's time;
     - ``steps``: one row per (network, rule, variant): the step's time and its extrapolations;
     - ``samples``: one row per raw timing sample (``layer`` is "step" for whole steps);
-    - ``claims``: the published claims (:func:`hebbbench.claims.published_claims`);
+    - ``claims``: the published claims (:func:`hebbbench.suites.claims.published_claims`);
     - ``meta``: parameters, environment, ceilings, data sources, wall time.
     """
 
@@ -141,7 +141,7 @@ def reproduce(
 ) -> Reproduction:
     """Time the paper's Hebbian training steps per layer and per step, and extrapolate to training.
 
-    ``networks``: names from :data:`hebbbench.networks.NETWORKS`; ``rules``: registered rules;
+    ``networks``: names from :data:`hebbbench.nn.networks.NETWORKS`; ``rules``: registered rules;
     ``impls``: (impl, options) pairs (``fh`` is added as the reference if absent);
     ``batches``: mini-batches loaded (the timed steps cycle over them); ``data_root``:
     read real data from there (default: synthetic); ``datasets``: network -> dataset

@@ -59,9 +59,9 @@ from rich.table import Table
 from scipy import stats
 
 from hebbbench.errors import UserError
-from hebbbench.results import CALIBRATION, ResultSet
-from hebbbench.summary import format_seconds
-from hebbbench.timing import speedup
+from hebbbench.store import CALIBRATION, ResultSet
+from hebbbench.measure.units import format_seconds
+from hebbbench.measure.timing import speedup
 
 FACTOR = 1.25
 ALPHA = 0.01

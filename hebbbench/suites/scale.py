@@ -1,7 +1,7 @@
 """``hebbbench scale``: data-parallel Hebbian training timed at several world sizes.
 
 For each device kind and world size w, w processes each train a copy of the network on
-their shard of every batch (:mod:`hebbbench.distributed`: one all-reduce of partial sums
+their shard of every batch (:mod:`hebbbench.nn.parallel`: one all-reduce of partial sums
 per step, batch norm synchronised), and each (rule, impl) is timed:
 
 - **strong scaling** (default): the global batch is fixed — the network's own batch (64
@@ -29,7 +29,7 @@ net). Reported per (device, w, rule, impl):
 
 CPU: gloo, threads per rank = cores / w (recorded). CUDA: NCCL, one GPU per rank; a world
 size larger than the visible GPUs is refused. Processes are spawned here
-(:func:`hebbbench.distributed.launch_local`), one fresh set per world size; under torchrun
+(:func:`hebbbench.nn.parallel.launch_local`), one fresh set per world size; under torchrun
 (``python -m hebbbench.distributed scale ...``, one node or several) the ranks are
 torchrun's, and each world size w runs on ranks 0..w−1 (a subgroup) while the others wait.
 
@@ -58,14 +58,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hebbbench import environment, rules
-from hebbbench.data import synthetic_batches
-from hebbbench.devices import cuda_count, device_name
-from hebbbench.distributed import (REDUCE_MODES, Comm, DataParallel, RankFailed, RankInfo, init_from_env,
+from hebbbench import rules
+from hebbbench.measure import environment
+from hebbbench.nn.data import synthetic_batches
+from hebbbench.measure.devices import cuda_count, device_name
+from hebbbench.nn.parallel import (REDUCE_MODES, Comm, DataParallel, RankFailed, RankInfo, init_from_env,
                                    launch_local, shard)
 from hebbbench.errors import UserError
-from hebbbench.networks import NETWORKS, NetworkSpec, build_network, layer_shapes, scale_spec
-from hebbbench.training import load_weights, weights
+from hebbbench.nn.networks import NETWORKS, NetworkSpec, build_network, layer_shapes, scale_spec
+from hebbbench.nn.training import load_weights, weights
 
 KIND = "scale"
 SCHEMA_VERSION = 1
@@ -245,7 +246,7 @@ def _time_case(comm: Comm, config: ScaleConfig, device: str, rule: str, impl: st
 
 
 def _rank_entry(info: RankInfo, config: ScaleConfig, device: str, scratch: str) -> list[dict[str, Any]]:
-    """One spawned rank of a local launch (hebbbench.distributed.launch_local)."""
+    """One spawned rank of a local launch (hebbbench.nn.parallel.launch_local)."""
     return measure(Comm(device=info.device), config, info.device, scratch)
 
 
@@ -424,11 +425,7 @@ def run_local(config: ScaleConfig, out: str | Path | None = None, *, argv: list[
     except KeyboardInterrupt:
         result_set.finish("interrupted")
         raise
-    frame = result_set.finish()
-    from hebbbench.reports.scale import write_report
-
-    write_report(result_set.path)
-    return frame
+    return result_set.finish()
 
 
 def run_torchrun(config: ScaleConfig, out: str | Path | None = None, *, argv: list[str] | None = None,
@@ -484,11 +481,7 @@ def run_torchrun(config: ScaleConfig, out: str | Path | None = None, *, argv: li
     dist.destroy_process_group()
     if result_set is None:
         return None
-    frame = result_set.finish()
-    from hebbbench.reports.scale import write_report
-
-    write_report(result_set.path)
-    return frame
+    return result_set.finish()
 
 
 # -- what to expect: communication against compute, per layer ------------------------------------
@@ -529,7 +522,7 @@ def summary_table(frame: pd.DataFrame):
     """A rich table of the result set's rows, for the terminal."""
     from rich.table import Table
 
-    from hebbbench.summary import format_seconds
+    from hebbbench.measure.units import format_seconds
 
     table = Table(title=f"hebbbench scale: {frame.attrs.get('path', '')}")
     for column in ("device", "w", "rule", "impl", "global batch", "threads/rank", "step time", "images/s",

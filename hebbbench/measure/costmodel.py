@@ -6,7 +6,7 @@ analytic counts from the registry (``flops``, ``bytes_moved``, ``overhead_second
     t_roof = max(flops / F, bytes / B) + overhead
 
 with F the FLOP/s of a large matrix product and B the bytes/s of a large copy, both
-measured here (:mod:`hebbbench.ceilings`, as for ``hebbbench run``). Real kernels reach a fraction of these ceilings, so predictions are
+measured here (:mod:`hebbbench.measure.ceilings`, as for ``hebbbench run``). Real kernels reach a fraction of these ceilings, so predictions are
 calibrated on the layers that were measured in the same run:
 
     t_pred = c · t_roof,   c = median over measured layers of (measured median / t_roof)
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hebbbench.ceilings import Ceilings
+from hebbbench.measure.ceilings import Ceilings
 from hebbbench.rules import Update
 
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from hebbbench.distributed.comm import Comm
+from hebbbench.nn.parallel.comm import Comm
 
 #: the kind under which the statistics' all-reduces are counted.
 KIND = "batchnorm"

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 import hebbbench
-from hebbbench.devices import cpu_model, cuda_count
+from hebbbench.measure.devices import cpu_model, cuda_count
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "TORCH_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG",

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from hebbbench.timing import TimingPolicy, time_interleaved
+from hebbbench.measure.timing import TimingPolicy, time_interleaved
 
 #: sizes of the probes: (matrix side, copy bytes) per device type.
 PROBE_SIZES = {"cuda": (8192, 2**30), "cpu": (1024, 2**27)}

@@ -1,4 +1,4 @@
-"""One network × rule of :func:`hebbbench.reproduce.reproduce`: checks, budgets, timings and rows.
+"""One network × rule of :func:`hebbbench.suites.reproduce.reproduce`: checks, budgets, timings and rows.
 
 Every implementation variant has its own copy of the network with the same starting
 weights (:class:`Case`).
@@ -7,16 +7,16 @@ weights (:class:`Case`).
    each variant's update (ΔW and W ← W + ηΔW) runs once untimed: it warms up, is
    checked against ``fh`` (relative Frobenius error within the dtype's tolerance; a
    disagreeing variant is ``wrong``, never timed) and its peak memory is measured. Then
-   all runnable variants are timed together with :func:`hebbbench.timing.time_interleaved`
+   all runnable variants are timed together with :func:`hebbbench.measure.timing.time_interleaved`
    (interleaved rounds, warm-up, weights reset before every sample). A variant is not
    run on a layer whose predicted memory exceeds the memory budget (``skipped_memory``)
    or whose predicted time exceeds the per-call budget or the case's deadline
    (``skipped_time``); one whose untimed run took longer than the per-call budget is
    not repeated (``over_budget``, its time that one run); one that runs out of memory is
    ``oom``. Predictions come from the registry's cost model on the measured ceilings,
-   calibrated on the layers measured so far (:mod:`hebbbench.costmodel`); layers are
+   calibrated on the layers measured so far (:mod:`hebbbench.measure.costmodel`); layers are
    visited cheapest first so the calibration grows before the expensive ones.
-2. **Whole step** (forward pass + one update per layer, :mod:`hebbbench.training`),
+2. **Whole step** (forward pass + one update per layer, :mod:`hebbbench.nn.training`),
    cycling over the loaded mini-batches: ``fh`` is always timed; another variant is
    timed with it when all its layers ran and its step fits the budgets. Otherwise its
    step time is *composed*:
@@ -44,14 +44,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from hebbbench import devices, grid
-from hebbbench.ceilings import Ceilings
-from hebbbench.costmodel import Calibration, roofline_seconds
-from hebbbench.data import Batches, dataset_info
-from hebbbench.networks import HebbianNetwork, LayerShape, NetworkSpec, layer_shapes
-from hebbbench.numerics import relative_error, tolerance
-from hebbbench.timing import Timing, TimingPolicy, speedup, time_interleaved
-from hebbbench.training import STEP, layer_inputs, load_weights, reset_call, step_call, update_call, weights
+from hebbbench.measure import devices
+from hebbbench.suites import grid
+from hebbbench.measure.ceilings import Ceilings
+from hebbbench.measure.costmodel import Calibration, roofline_seconds
+from hebbbench.nn.data import Batches, dataset_info
+from hebbbench.nn.networks import HebbianNetwork, LayerShape, NetworkSpec, layer_shapes
+from hebbbench.measure.numerics import relative_error, tolerance
+from hebbbench.measure.timing import Timing, TimingPolicy, speedup, time_interleaved
+from hebbbench.nn.training import STEP, layer_inputs, load_weights, reset_call, step_call, update_call, weights
 
 #: the implementation every other is compared with (and checked against).
 REFERENCE = "fh"

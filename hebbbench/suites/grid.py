@@ -44,10 +44,10 @@ from typing import Any
 import torch
 
 from hebbbench import rules
-from hebbbench.conv import ConvGeometry
+from hebbbench.rules.conv import ConvGeometry
 from hebbbench.errors import UserError
-from hebbbench.numerics import DTYPES
-from hebbbench.timing import TimingPolicy
+from hebbbench.measure.numerics import DTYPES
+from hebbbench.measure.timing import TimingPolicy
 
 WHATS = ("update", "step")
 SWEEP_KEYS = {"name", "layers", "rules", "impls", "what", "dtypes", "devices", "batch_sizes", "baseline"}
