@@ -82,7 +82,7 @@ def run(preset: str | None = None, *, config: str | Path | None = None, rules: l
             raise UserError("--resume continues a run with its own grid; give no grid options with it")
         from hebbbench.store import ResultSet
 
-        env = ResultSet.open(resume).env()
+        env = ResultSet.open(resume, "hebbbench run --resume").env()
         saved = env.get("settings", {})
         imports = tuple(saved.get("imports", ()))
         import_plugins(imports)

@@ -118,21 +118,21 @@ def report_command(
     Shards of one grid (run --shard i/n, e.g. on several machines) merge into one run; shards of
     different grids, or one shard given twice, are refused; missing shards are a warning.
     """
+    from hebbbench import store
     from hebbbench.reports import build, reproduction
-    from hebbbench.reports.scale import is_scale_set, write_report
+    from hebbbench.reports.scale import write_report
 
-    scale_sets = [d for d in run_dirs if is_scale_set(d)]
-    if scale_sets:
-        if len(run_dirs) > 1:
-            raise UserError(f"{scale_sets[0]} is a hebbbench scale result set: give it alone (its report is "
-                            "rewritten in its folder, or in --out)")
-        scale_report = write_report(scale_sets[0], out=out)
+    kinds = {d: store.open_set(d).kind for d in run_dirs}  # each folder's kind, read once
+    alone = [d for d, kind in kinds.items() if kind != store.Kind.GRID]
+    if alone and len(run_dirs) > 1:
+        raise UserError(f"{alone[0]} is a {kinds[alone[0]]} result set: its report is built from it alone "
+                        "(only grid sets of hebbbench run merge); give it on its own")
+    if alone and kinds[alone[0]] == store.Kind.SCALE:
+        scale_report = write_report(alone[0], out=out)
         out_console.print(f"report in {scale_report.path} (report.md, scale.png, scale.svg)")
         return
-    if any(reproduction.is_reproduction(d) for d in run_dirs):
-        if len(run_dirs) != 1:
-            raise UserError("a reproduction result set is reported on its own: give one folder")
-        target = reproduction.build(run_dirs[0], out=out, argv=sys.argv)
+    if alone:
+        target = reproduction.build(alone[0], out=out, argv=sys.argv)
         out_console.print(f"report in {target} (report.md, report.html)")
         return
     written = build(run_dirs, out=out)
@@ -239,6 +239,8 @@ def scale(
     timeout: Annotated[float, typer.Option(help="Seconds allowed per device and world size; then the ranks are "
                                                 "ended and the rest recorded as errors.")] = 1800.0,
     out: Annotated[Optional[Path], typer.Option(help="Result folder (default ./results/scale-...).")] = None,
+    report: Annotated[bool, typer.Option("--report/--no-report",
+                                         help="Write the report into ./reports/<run-id>/.")] = True,
 ) -> None:
     """Data-parallel Hebbian training at several world sizes: step time, throughput, efficiency, communication.
 
@@ -264,11 +266,13 @@ def scale(
             config = scale_mod.with_default_world_sizes(config)
         frame = scale_mod.run_local(config, out, argv=sys.argv,
                                     progress=lambda text: err_console.print(text, markup=False, highlight=False))
-    from hebbbench.reports.scale import write_report
-
-    write_report(frame.attrs["path"])
     out_console.print(scale_mod.summary_table(frame))
-    out_console.print(f"results and report in {frame.attrs['path']} (results.csv, report.md, scale.png)")
+    out_console.print(f"results in {frame.attrs['path']}")
+    if report:
+        from hebbbench.reports.scale import write_report
+
+        written = write_report(frame.attrs["path"])
+        out_console.print(f"report in {written.path} (report.md, scale.png, scale.svg)")
 
 
 @app.command()

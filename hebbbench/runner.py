@@ -34,7 +34,7 @@ from hebbbench.measure import environment
 from hebbbench.errors import UserError
 from hebbbench.suites.grid import Case, Grid, Variant
 from hebbbench.measure.numerics import relative_error, tolerance
-from hebbbench.store import CALIBRATION, CALIBRATION_KIND, SCHEMA_VERSION, ResultSet
+from hebbbench.store import CALIBRATION, CALIBRATION_KIND, SCHEMA_VERSION, ResultSet, Status
 from hebbbench.measure.units import format_bytes
 from hebbbench.measure.timing import TimingPolicy, Timing, speedup, time_interleaved
 from hebbbench.suites.workload import CaseWorkload, predict
@@ -100,15 +100,15 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
         cls = rules.lookup(case.rule, v.impl)
         same_as = cls.same_as_on.get(case.layer.kind)
         if not cls.supports(case.device):
-            row.update(status="skipped", reason=f"{case.rule}/{v.impl} runs on {', '.join(cls.device_types)} only")
+            row.update(status=Status.SKIPPED, reason=f"{case.rule}/{v.impl} runs on {', '.join(cls.device_types)} only")
         elif same_as in {other.label for other in case.variants}:
-            row.update(status="skipped", reason=f"on a {case.layer.kind} layer {v.impl} runs {same_as}'s code, "
+            row.update(status=Status.SKIPPED, reason=f"on a {case.layer.kind} layer {v.impl} runs {same_as}'s code, "
                                                 f"timed in this case already")
         elif cost.memory > budget:
-            row.update(status="skipped", reason=f"predicted memory {format_bytes(cost.memory)} exceeds the "
+            row.update(status=Status.SKIPPED, reason=f"predicted memory {format_bytes(cost.memory)} exceeds the "
                                                 f"budget {format_bytes(budget)} (--memory-budget)")
         elif row["predicted_s"] > settings.max_case_seconds:
-            row.update(status="skipped", reason=f"predicted {row['predicted_s']:.1f} s per call exceeds "
+            row.update(status=Status.SKIPPED, reason=f"predicted {row['predicted_s']:.1f} s per call exceeds "
                                                 f"{settings.max_case_seconds:g} s (--max-case-seconds)")
         else:
             runnable.append(v)
@@ -120,7 +120,7 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
             workload = CaseWorkload(case, settings.seed)
             reference = workload.reference()
     except Exception as exc:  # inputs or reference did not fit: nothing of this case can run
-        status = "oom" if dev.is_out_of_memory(exc) else "error"
+        status = Status.OOM if dev.is_out_of_memory(exc) else Status.ERROR
         for v in runnable:
             rows[v.label].update(status=status, reason=f"setting up inputs: {_one_line(exc)}")
         runnable, workload = [], None
@@ -139,14 +139,14 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
             del dw
             row.update(error=err, tolerance=tol)
             if not math.isfinite(err) or err > tol:
-                row.update(status="wrong", reason=f"relative error {err:.2e} against fh in float64 exceeds "
+                row.update(status=Status.WRONG, reason=f"relative error {err:.2e} against fh in float64 exceeds "
                                                   f"the {case.dtype} tolerance {tol:.0e}")
                 continue
             prepared[v.label] = p
         except rules.Unavailable as exc:  # cannot run here (no compiler, package, ...): said, never faked
-            row.update(status="skipped", reason=_one_line(exc))
+            row.update(status=Status.SKIPPED, reason=_one_line(exc))
         except Exception as exc:
-            row.update(status="oom" if dev.is_out_of_memory(exc) else "error", reason=_one_line(exc))
+            row.update(status=Status.OOM if dev.is_out_of_memory(exc) else Status.ERROR, reason=_one_line(exc))
             dev.release(case.device, collect=True)
 
     if prepared:
@@ -156,7 +156,7 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
             timings = time_interleaved(calls, case.device, settings.policy,
                                        reset={k: p.reset for k, p in prepared.items() if p.reset})
         except Exception as exc:
-            status = "oom" if dev.is_out_of_memory(exc) else "error"
+            status = Status.OOM if dev.is_out_of_memory(exc) else Status.ERROR
             for label in prepared:
                 rows[label].update(status=status, reason=f"during timing: {_one_line(exc)}")
             timings = {}
@@ -164,16 +164,16 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
         if calibration is not None:
             samples[CALIBRATION] = calibration.samples
         for label, t in timings.items():
-            rows[label].update(_summary(t), status="ok", reason="")
+            rows[label].update(_summary(t), status=Status.OK, reason="")
             samples[label] = t.samples
         _speedups(case, rows, timings)
     del prepared, workload
     dev.release(case.device)
     stamp = now()
     for row in rows.values():
-        row.setdefault("status", "error")
+        row.setdefault("status", Status.ERROR)
         row["finished_at"] = stamp
-        if row["status"] == "ok" and row.get("median_s"):
+        if row["status"] == Status.OK and row.get("median_s"):
             row["flop_per_s"] = row["flops"] / row["median_s"]
             row["byte_per_s"] = row["bytes"] / row["median_s"]
             row["pct_of_attainable"] = 100.0 * row["flop_per_s"] / ceilings.attainable(row["flops"], row["bytes"])

@@ -9,6 +9,23 @@
 The rows of a case are appended in one write and flushed (then fsync'ed) as the case
 finishes, its samples first; a run killed at any point leaves every file readable, and a
 line cut short by the kill is dropped when the set is read or resumed.
+
+Every command writes one of three **kinds** of result set, named in ``env.json``
+(``kind``) beside one ``schema_version``:
+
+==========  ======================  =========================================================
+kind        written by              files besides env.json
+==========  ======================  =========================================================
+grid        ``hebbbench run``       results.csv, samples.jsonl (this module's :class:`ResultSet`)
+network     ``hebbbench reproduce`` steps.csv, layers.csv, samples.csv, claims.csv
+scale       ``hebbbench scale``     results.csv, samples.jsonl
+==========  ======================  =========================================================
+
+:func:`open_set` reads env.json once and says which kind a folder holds; every command
+that reads a set (``report``, ``compare``, ``run --resume``) asks it, and refuses a kind
+it does not take in one line (:func:`require`). :func:`write_env` is the one writer of
+env.json, for every kind. Sets written before the kind was recorded read as ``grid``
+(no ``kind``) and ``network`` (``kind = "reproduce"``).
 """
 
 from __future__ import annotations
@@ -18,6 +35,8 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +47,80 @@ from hebbbench.errors import UserError
 SCHEMA_VERSION = 1
 RESULTS, SAMPLES, ENV = "results.csv", "samples.jsonl", "env.json"
 
+
+class Kind(StrEnum):
+    """What a result set holds, by the command that wrote it."""
+
+    GRID = "grid"  # hebbbench run: layer × batch × dtype × device cases
+    NETWORK = "network"  # hebbbench reproduce: Hebbian training of the paper's networks
+    SCALE = "scale"  # hebbbench scale: data-parallel training at several world sizes
+
+
+#: what each kind is, in the words of a refusal.
+KIND_WRITER = {Kind.GRID: "hebbbench run", Kind.NETWORK: "hebbbench reproduce", Kind.SCALE: "hebbbench scale"}
+#: kind names of sets written before the kind was recorded under these names.
+LEGACY_KINDS = {None: Kind.GRID, "reproduce": Kind.NETWORK}
+
+
+@dataclass(frozen=True)
+class SetInfo:
+    """A result set's folder, its kind and its env.json, read once."""
+
+    path: Path
+    kind: Kind
+    env: dict[str, Any]
+
+
+def read_env(path: str | Path) -> dict[str, Any]:
+    """env.json of the set in ``path`` as a dict; one-line UserError when it is missing or unreadable."""
+    file = Path(path) / ENV
+    if not Path(path).is_dir():
+        raise UserError(f"{path} is not a result set: no such folder")
+    if not file.is_file():
+        raise UserError(f"{path} is not a result set: expected {ENV} in it")
+    try:
+        env = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{file}: unreadable ({' '.join(str(exc).split())})") from None
+    if not isinstance(env, dict):
+        raise UserError(f"{file}: not a JSON object")
+    return env
+
+
+def write_env(path: str | Path, env: dict[str, Any]) -> None:
+    """Write env.json atomically (a temporary file of this process, then a rename): the one writer of every kind."""
+    folder = Path(path)
+    tmp = folder / f".{ENV}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(env, indent=2, default=str) + "\n")
+    os.replace(tmp, folder / ENV)
+
+
+def open_set(path: str | Path) -> SetInfo:
+    """The kind and env.json of the set in ``path``; UserError when it is none, or of an unknown kind or schema."""
+    env = read_env(path)
+    raw = env.get("kind")
+    kind = LEGACY_KINDS.get(raw) if raw is None or raw in LEGACY_KINDS else None
+    if kind is None:
+        try:
+            kind = Kind(raw)
+        except ValueError:
+            allowed = ", ".join(k.value for k in Kind)
+            raise UserError(f"{path}: unknown result set kind {raw!r} (this hebbbench writes {allowed})") from None
+    if env.get("schema_version") != SCHEMA_VERSION:
+        raise UserError(f"{path}: schema version {env.get('schema_version')!r} is not {SCHEMA_VERSION}, "
+                        "the version this hebbbench reads")
+    return SetInfo(Path(path), kind, env)
+
+
+def require(path: str | Path, command: str, kinds: tuple[Kind, ...]) -> SetInfo:
+    """:func:`open_set`, refusing in one line a kind that ``command`` does not take."""
+    info = open_set(path)
+    if info.kind not in kinds:
+        takes = " or ".join(f"{k.value} sets ({KIND_WRITER[k]})" for k in kinds)
+        raise UserError(f"{path} is a {info.kind.value} result set ({KIND_WRITER[info.kind]}); "
+                        f"{command} takes {takes}")
+    return info
+
 #: columns of results.csv, in order.
 COLUMNS = [
     "schema", "run_id", "case_id", "sweep", "rule", "rule_options", "impl", "impl_options", "label",
@@ -37,7 +130,22 @@ COLUMNS = [
     "flops", "bytes", "flop_per_s", "byte_per_s", "pct_of_attainable", "peak_memory_bytes", "memory_method",
     "predicted_memory_bytes", "predicted_s", "compile_s", "first_call_s", "finished_at",
 ]
-STATUSES = ("ok", "wrong", "oom", "skipped", "error")
+
+
+class Status(StrEnum):
+    """The status of a row, one vocabulary for every kind of set (the row's ``reason`` or ``method`` says more)."""
+
+    OK = "ok"  # measured
+    WRONG = "wrong"  # disagrees with the float64 reference beyond the dtype's tolerance: never timed
+    OOM = "oom"  # ran out of memory
+    SKIPPED = "skipped"  # not run: the device, a budget or a missing compiler/package (the reason says which)
+    ERROR = "error"  # raised (the reason has the exception)
+    # network sets (hebbbench reproduce): a time that was not measured as such, with the method in ``method``
+    ESTIMATED = "estimated"  # predicted by the calibrated cost model
+    COMPOSED = "composed"  # a step composed from measured layer updates and fh's step
+    SKIPPED_MEMORY = "skipped_memory"  # not run, predicted over the memory budget: its time estimated
+    SKIPPED_TIME = "skipped_time"  # not run, predicted over the time budget: its time estimated
+    OVER_BUDGET = "over_budget"  # one cold run took longer than the budget: that run's time
 #: pseudo-label of a case's calibration samples in samples.jsonl (no implementation is labelled so).
 CALIBRATION = "@calibration"
 #: what the calibration is, recorded in env.json: runs are comparable only with the same one.
@@ -69,33 +177,26 @@ class ResultSet:
             raise UserError(f"{rs.path} already holds a result set; use --resume {rs.path} to finish it, "
                             "or choose another --out")
         rs.path.mkdir(parents=True, exist_ok=True)
-        rs.write_env({"schema_version": SCHEMA_VERSION, **env})
+        rs.write_env({"schema_version": SCHEMA_VERSION, "kind": Kind.GRID.value, **env})
         with open(rs.path / RESULTS, "w", newline="") as f:
             csv.writer(f).writerow(COLUMNS)
         (rs.path / SAMPLES).touch()
         return rs
 
     @classmethod
-    def open(cls, path: str | Path) -> "ResultSet":
+    def open(cls, path: str | Path, command: str = "this command") -> "ResultSet":
+        """A grid set (``hebbbench run``); ``command`` names the reader in a refusal of another kind."""
+        require(path, command, (Kind.GRID,))
         rs = cls(path)
-        if not (rs.path / ENV).is_file() or not (rs.path / RESULTS).is_file():
+        if not (rs.path / RESULTS).is_file():
             raise UserError(f"{rs.path} is not a result set: expected {ENV} and {RESULTS} in it")
-        env = rs.env()
-        if env.get("schema_version") != SCHEMA_VERSION:
-            raise UserError(f"{rs.path}: schema version {env.get('schema_version')!r} is not "
-                            f"{SCHEMA_VERSION}, the version this hebbbench reads")
         return rs
 
     def env(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / ENV).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{self.path / ENV}: unreadable ({exc})") from None
+        return read_env(self.path)
 
     def write_env(self, env: dict[str, Any]) -> None:
-        tmp = self.path / (ENV + ".tmp")
-        tmp.write_text(json.dumps(env, indent=2, default=str) + "\n")
-        os.replace(tmp, self.path / ENV)
+        write_env(self.path, env)
 
     def update_env(self, **changes: Any) -> None:
         self.write_env({**self.env(), **changes})

@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from hebbbench import cli
+from hebbbench import cli, store
 from hebbbench.reports import reproduction
 from hebbbench.suites.reproduce import reproduce
 from test_reproduce import CEILINGS, QUICK, SMALL
@@ -24,9 +24,9 @@ def saved(tmp_path_factory):
 
 def test_saved_set_round_trips(saved):
     path, result = saved
-    assert reproduction.is_reproduction(path)
+    assert store.open_set(path).kind == store.Kind.NETWORK
     env, frames = reproduction.load(path)
-    assert env["kind"] == "reproduce" and env["env"]["command"] == ["hebbbench", "reproduce"]
+    assert env["kind"] == "network" and env["env"]["command"] == ["hebbbench", "reproduce"]
     assert len(frames["steps"]) == len(result.steps) and list(frames["claims"]["speedup"]) == [70.0, 50.0, 20.0]
 
 

@@ -30,13 +30,18 @@ def read(folder: Path) -> pd.DataFrame:
     return pd.read_csv(folder / "results.csv")
 
 
+def report_of(folder: Path) -> Path:
+    """Where the command wrote the set's report: ./reports/<run-id>/ of the folder it ran in (the set's parent)."""
+    return folder.parent / "reports" / folder.name
+
+
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory):
     """A real ``hebbbench scale`` run: world sizes 1 and 2, both paper rules, fh and naive."""
     out = tmp_path_factory.mktemp("scale") / "set"
     proc = subprocess.run([sys.executable, "-m", "hebbbench.cli", "scale", *SMALL, "--rules", "swta,hpca",
                            "--impls", "fh,naive", "--world-sizes", "1,2", "--out", str(out)],
-                          capture_output=True, text=True, timeout=TIMEOUT)
+                          capture_output=True, text=True, timeout=TIMEOUT, cwd=out.parent)
     assert proc.returncode == 0, proc.stderr
     return out, proc
 
@@ -94,16 +99,18 @@ def test_scale_keeps_every_ranks_samples_and_its_environment(scaled):
 
 def test_scale_report_has_figure_table_and_communication_per_layer(scaled, tmp_path, monkeypatch, capsys):
     out, proc = scaled
+    report = report_of(out)
     for name in ("scale.png", "scale.svg", "report.md"):
-        assert (out / name).is_file(), name
-    image = matplotlib.image.imread(out / "scale.png")
+        assert (report / name).is_file(), name
+        assert not (out / name).exists(), f"{name} written into the result set too"
+    image = matplotlib.image.imread(report / "scale.png")
     assert image.shape[0] >= 300 and image.shape[1] >= 900
-    svg = (out / "scale.svg").read_text()
+    svg = (report / "scale.svg").read_text()
     assert "throughput (images/s)" in svg and "world size w (processes)" in svg
-    text = (out / "report.md").read_text()
+    text = (report / "report.md").read_text()
     assert "**Strong scaling**" in text and "![throughput" in text
     assert text.count("| cpu | 2 |") == 4 and "fc5" in text and "M·D + 1" in text
-    assert "results and report in" in proc.stdout
+    assert f"results in {out}" in proc.stdout and "report in reports/set" in proc.stdout
     # hebbbench report rewrites a scale set's report, elsewhere when asked
     code, stdout, err = run_cli(monkeypatch, capsys, "report", str(out), "--out", str(tmp_path / "again"))
     assert code == 0, err
@@ -115,10 +122,10 @@ def test_a_scale_set_is_not_merged_with_others(scaled, tmp_path, monkeypatch, ca
     from hebbbench.reports import load
 
     out, _ = scaled
-    with pytest.raises(UserError, match="is a hebbbench scale result set"):
+    with pytest.raises(UserError, match=r"is a scale result set \(hebbbench scale\); a report of several sets takes"):
         load.load([out])
     code, _, err = run_cli(monkeypatch, capsys, "report", str(out), str(out), "--out", str(tmp_path / "r"))
-    one_line_error(code, err, "is a hebbbench scale result set: give it alone")
+    one_line_error(code, err, "is a scale result set: its report is built from it alone")
 
 
 def test_a_world_size_that_fails_leaves_error_rows_and_a_report(tmp_path):
@@ -126,14 +133,14 @@ def test_a_world_size_that_fails_leaves_error_rows_and_a_report(tmp_path):
     out = tmp_path / "failed"
     proc = subprocess.run([sys.executable, "-m", "hebbbench.cli", "scale", *SMALL, "--rules", "hpca", "--impls",
                            "fh,naive", "--world-sizes", "1", "--timeout", "0.5", "--out", str(out)],
-                          capture_output=True, text=True, timeout=TIMEOUT)
+                          capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     frame = read(out)
     assert list(frame["status"]) == ["error", "error"]
     assert frame["reason"].str.contains("still running after 0.5 s; ended").all()
     env = json.loads((out / "env.json").read_text())
     assert env["status"] == "complete" and len(env["failures"]) == 1
-    text = (out / "report.md").read_text()
+    text = (report_of(out) / "report.md").read_text()
     assert "| **error**: rank" in text and "*Not drawn:* no case was timed." in text
 
 
@@ -185,14 +192,15 @@ RANK_ARGS = ["-m", "hebbbench.distributed", "scale", *SMALL]
 def test_torchrun_on_one_node_runs_every_world_size_as_a_subgroup(tmp_path):
     out = tmp_path / "one-node"
     proc = subprocess.run([*TORCHRUN, "--standalone", "--nproc-per-node", "2", *RANK_ARGS, "--rules", "swta,hpca",
-                           "--impls", "fh-auto", "--out", str(out)], capture_output=True, text=True, timeout=TIMEOUT)
+                           "--impls", "fh-auto", "--out", str(out)], capture_output=True, text=True, timeout=TIMEOUT,
+                          cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     frame = read(out)
     assert list(frame["world_size"]) == [1, 2] and set(frame["status"]) == {"ok"}  # default: up to torchrun's 2
     assert set(zip(frame["rule"], frame["impl"])) == {("hpca", "fh-auto")}  # swta has no fh-auto
     assert set(frame["launcher"]) == {"torchrun"} and frame["in_sync"].all()
     assert frame.loc[frame["world_size"] == 2, "rel_diff_vs_w1"].iloc[0] < 1e-4
-    assert (out / "report.md").is_file() and (out / "scale.png").is_file()
+    assert (report_of(out) / "report.md").is_file() and (report_of(out) / "scale.png").is_file()
 
 
 @pytest.mark.slow
@@ -202,7 +210,7 @@ def test_torchrun_across_two_nodes_with_weak_scaling(tmp_path):
     procs = [subprocess.Popen([*TORCHRUN, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
                                "--master-addr", "127.0.0.1", "--master-port", str(port), *RANK_ARGS,
                                "--rules", "swta", "--impls", "fh", "--scaling", "weak", "--out", str(out)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
              for rank in (0, 1)]
     try:
         outputs = [p.communicate(timeout=TIMEOUT) for p in procs]

@@ -158,7 +158,7 @@ def judge(base: list[float], base_cal: list[float], new: list[float], new_cal: l
 def _load(path: Path, role: str) -> tuple[ResultSet, pd.DataFrame, dict]:
     if not Path(path).exists():
         raise UserError(f"{role} {path} does not exist")
-    rs = ResultSet.open(path)
+    rs = ResultSet.open(path, "hebbbench compare")
     env = rs.env()
     if env.get("status") != "complete":
         raise UserError(f"{role} {path} is not a finished run (status {env.get('status')!r}); "

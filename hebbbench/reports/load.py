@@ -114,14 +114,8 @@ def short_device_name(name: str) -> str:
 
 def read(path: str | Path) -> Source:
     """One result set; UserError when the folder is not one."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path} is not a result set: no such folder")
-    rs = ResultSet.open(path)
-    if rs.env().get("kind") == "scale":
-        raise UserError(f"{path} is a hebbbench scale result set: give it alone to hebbbench report, "
-                        "which rewrites its own report")
-    return Source(path, rs.env(), rs.frame())
+    rs = ResultSet.open(path, "a report of several sets")
+    return Source(rs.path, rs.env(), rs.frame())
 
 
 def load(paths: list[str | Path]) -> Data:

@@ -3,7 +3,7 @@
 A reproduction result set is a folder with ``steps.csv`` (one row per network × rule ×
 implementation variant: step time, epoch and 20-epoch extrapolations, speedup of fh),
 ``layers.csv`` (the same per Hebbian layer), ``samples.csv`` (raw samples), ``claims.csv``
-(the published claims) and ``env.json`` (``kind = "reproduce"``, parameters, environment).
+(the published claims) and ``env.json`` (``kind = "network"``, parameters, environment).
 
 The report sets the measured speedups beside the published ones ("up to 70x",
 Neurocomputing 2024; "up to 50x", SISAP 2022; "more than 20x", the authors' repository)
@@ -12,9 +12,7 @@ and says, per device, whether "up to 70x" is reproduced, exceeded or missed.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +21,12 @@ import numpy as np
 import pandas as pd
 
 from hebbbench.measure import environment
+from hebbbench import store
 from hebbbench.errors import UserError
 from hebbbench.reports import render
 from hebbbench.measure.units import format_bytes, format_seconds
 
-KIND = "reproduce"
+KIND = store.Kind.NETWORK
 FILES = {"steps": "steps.csv", "layers": "layers.csv", "samples": "samples.csv", "claims": "claims.csv"}
 #: the headline claim checked by the verdict.
 HEADLINE_CLAIM = 70.0
@@ -44,32 +43,21 @@ def save(result, out: str | Path, seed: int, argv: list[str] | None, started_at:
     path.mkdir(parents=True, exist_ok=True)
     for name, file in FILES.items():
         getattr(result, name).to_csv(path / file, index=False)
-    env = {"kind": KIND, "schema_version": 1, "run_id": path.name, "started_at": started_at,
-           "finished_at": finished_at, "status": "complete", "meta": result.meta,
-           "env": environment.collect(seed, argv)}
-    tmp = path / "env.json.tmp"
-    tmp.write_text(json.dumps(env, indent=2, default=str) + "\n")
-    os.replace(tmp, path / "env.json")
+    store.write_env(path, {"kind": KIND.value, "schema_version": store.SCHEMA_VERSION, "run_id": path.name,
+                           "started_at": started_at, "finished_at": finished_at, "status": "complete",
+                           "meta": result.meta, "env": environment.collect(seed, argv)})
     return path
-
-
-def is_reproduction(path: str | Path) -> bool:
-    try:
-        return json.loads((Path(path) / "env.json").read_text()).get("kind") == KIND
-    except (OSError, json.JSONDecodeError):
-        return False
 
 
 def load(path: str | Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     path = Path(path)
-    if not is_reproduction(path):
-        raise UserError(f"{path} is not a reproduction result set: expected env.json with kind 'reproduce'")
+    env = store.require(path, "hebbbench report", (KIND,)).env
     frames = {}
     for name, file in FILES.items():
         if not (path / file).is_file():
             raise UserError(f"{path} is incomplete: {file} is missing")
         frames[name] = pd.read_csv(path / file)
-    return json.loads((path / "env.json").read_text()), frames
+    return env, frames
 
 
 def verdict(best: float) -> str:

@@ -9,7 +9,6 @@ against its compute (``hebbbench.suites.scale.communication_table``).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from hebbbench import store
 from hebbbench.errors import UserError
 from hebbbench.reports import render
 from hebbbench.reports.load import short_device_name
@@ -40,22 +40,13 @@ class ScaleReport:
     svg: Path | None
 
 
-def is_scale_set(path: str | Path) -> bool:
-    """Whether ``path`` holds a ``hebbbench scale`` result set (env.json with kind "scale")."""
-    env = Path(path) / "env.json"
-    try:
-        return json.loads(env.read_text()).get("kind") == "scale"
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return False
-
-
 def read(path: str | Path) -> tuple[dict, pd.DataFrame]:
-    from hebbbench.suites.scale import ENV, RESULTS
+    from hebbbench.suites.scale import RESULTS
 
     path = Path(path)
-    if not is_scale_set(path):
-        raise UserError(f"{path} is not a scale result set: expected {ENV} with kind \"scale\" and {RESULTS}")
-    env = json.loads((path / ENV).read_text())
+    env = store.require(path, "hebbbench report", (store.Kind.SCALE,)).env
+    if not (path / RESULTS).is_file():
+        raise UserError(f"{path} is incomplete: {RESULTS} is missing")
     frame = pd.read_csv(path / RESULTS, keep_default_na=False, na_values=[""])
     return env, frame
 
@@ -228,9 +219,9 @@ def method_text(env: dict, frame: pd.DataFrame) -> str:
 
 
 def write_report(path: str | Path, out: str | Path | None = None) -> ScaleReport:
-    """Write report.md and the figure of the scale result set in ``path`` (into ``out``, default the set's folder)."""
+    """Write report.md and the figure of the scale result set in ``path`` (into ``out``, default ./reports/<run-id>/)."""
     env, frame = read(path)
-    target = Path(out) if out is not None else Path(path)
+    target = Path(out) if out is not None else Path("reports") / str(env.get("run_id") or Path(path).name)
     target.mkdir(parents=True, exist_ok=True)
     doc = render.Document(f"hebbbench scale: {env.get('run_id')}")
     doc.add(render.Paragraph(method_text(env, frame)))

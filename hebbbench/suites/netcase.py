@@ -52,15 +52,16 @@ from hebbbench.nn.data import Batches, dataset_info
 from hebbbench.nn.networks import HebbianNetwork, LayerShape, NetworkSpec, layer_shapes
 from hebbbench.measure.numerics import relative_error, tolerance
 from hebbbench.measure.timing import Timing, TimingPolicy, speedup, time_interleaved
+from hebbbench.store import Status
 from hebbbench.nn.training import STEP, layer_inputs, load_weights, reset_call, step_call, update_call, weights
 
 #: the implementation every other is compared with (and checked against).
 REFERENCE = "fh"
 
 #: statuses of a (layer, variant) or step row.
-OK, COMPOSED, ESTIMATED = "ok", "composed", "estimated"
+OK, COMPOSED, ESTIMATED = Status.OK, Status.COMPOSED, Status.ESTIMATED
 SKIPPED_MEMORY, SKIPPED_TIME, OVER_BUDGET, OOM, WRONG, ERROR = (
-    "skipped_memory", "skipped_time", "over_budget", "oom", "wrong", "error")
+    Status.SKIPPED_MEMORY, Status.SKIPPED_TIME, Status.OVER_BUDGET, Status.OOM, Status.WRONG, Status.ERROR)
 #: statuses whose time is estimated rather than measured.
 ESTIMATED_STATUSES = (SKIPPED_MEMORY, SKIPPED_TIME, OVER_BUDGET, OOM)
 

@@ -64,12 +64,13 @@ from hebbbench.nn.data import synthetic_batches
 from hebbbench.measure.devices import cuda_count, device_name
 from hebbbench.nn.parallel import (REDUCE_MODES, Comm, DataParallel, RankFailed, RankInfo, init_from_env,
                                    launch_local, shard)
+from hebbbench import store
 from hebbbench.errors import UserError
 from hebbbench.nn.networks import NETWORKS, NetworkSpec, build_network, layer_shapes, scale_spec
 from hebbbench.nn.training import load_weights, weights
 
-KIND = "scale"
-SCHEMA_VERSION = 1
+KIND = store.Kind.SCALE
+SCHEMA_VERSION = store.SCHEMA_VERSION
 RESULTS, SAMPLES, ENV, REPORT = "results.csv", "samples.jsonl", "env.json", "report.md"
 SCALINGS = ("strong", "weak")
 DEVICE_TYPES = ("cpu", "cuda")
@@ -311,7 +312,7 @@ class ScaleSet:
         self.rows: list[dict[str, Any]] = []
         #: (device, rule, impl) -> what the last timed step changed in the weights at world size 1
         self.first_change: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
-        self.env = {"schema_version": SCHEMA_VERSION, "kind": KIND, "run_id": self.run_id, "started_at": now(),
+        self.env = {"schema_version": SCHEMA_VERSION, "kind": KIND.value, "run_id": self.run_id, "started_at": now(),
                     "finished_at": None, "status": "running", "launcher": launcher, "config": config.as_dict(),
                     "network": {"spec": dataclasses.asdict(config.spec()),
                                 "layers": [s.as_dict() for s in layer_shapes(config.spec(), config.base_batch())]},
@@ -368,9 +369,7 @@ class ScaleSet:
         os.replace(tmp, self.path / RESULTS)
 
     def _write_env(self) -> None:
-        tmp = self.path / (ENV + ".tmp")
-        tmp.write_text(json.dumps(self.env, indent=2, default=str) + "\n")
-        os.replace(tmp, self.path / ENV)
+        store.write_env(self.path, self.env)
 
     def finish(self, status: str = "complete") -> pd.DataFrame:
         self.env.update(status=status, finished_at=now())

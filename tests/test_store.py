@@ -1,0 +1,141 @@
+"""One result store: every set names its kind in env.json, and each command that reads sets
+takes the kinds it can use and refuses the others in one line (exit 2), by one rule.
+
+| kind    | written by  | compare     | report            | run --resume |
+|---------|-------------|-------------|-------------------|--------------|
+| grid    | run         | compared    | report of the set | resumed      |
+| network | reproduce   | refused     | report of the set | refused      |
+| scale   | scale       | refused     | report of the set | refused      |
+
+The sets are the committed ones that real runs wrote (copied, so nothing here changes them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from hebbbench import store
+from hebbbench.errors import UserError
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+COMMITTED = {"grid": RESULTS / "baselines" / "ci-cpu", "network": RESULTS / "reproduce-6layer-cpu-20261130-043036",
+             "scale": RESULTS / "scale-6layer-cpu-20261130-040833"}
+WRITER = {"grid": "hebbbench run", "network": "hebbbench reproduce", "scale": "hebbbench scale"}
+
+
+@pytest.fixture
+def copied(tmp_path):
+    def copy(kind: str) -> Path:
+        return Path(shutil.copytree(COMMITTED[kind], tmp_path / "sets" / COMMITTED[kind].name))
+    return copy
+
+
+def one_line(code: int, err: str, *needles: str) -> str:
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", list(COMMITTED))
+def test_every_committed_set_names_its_kind_and_schema(kind):
+    info = store.open_set(COMMITTED[kind])
+    assert info.kind == kind and info.env["kind"] == kind and info.env["schema_version"] == store.SCHEMA_VERSION
+
+
+def test_sets_written_before_the_kind_was_recorded_read_as_grid_and_network(tmp_path, copied):
+    grid, network = copied("grid"), copied("network")
+    for folder, old_kind in ((grid, None), (network, "reproduce")):
+        env = json.loads((folder / "env.json").read_text())
+        env.pop("kind") if old_kind is None else env.update(kind=old_kind)
+        (folder / "env.json").write_text(json.dumps(env))
+    assert store.open_set(grid).kind == store.Kind.GRID
+    assert store.open_set(network).kind == store.Kind.NETWORK
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({"kind": "nosuch", "schema_version": 1}, "unknown result set kind 'nosuch'"),
+    ({"kind": "grid", "schema_version": 7}, "schema version 7 is not 1"),
+    ([1, 2], "env.json: not a JSON object"),
+])
+def test_an_unknown_kind_schema_or_shape_is_refused_in_one_line(tmp_path, monkeypatch, capsys, env, needle):
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "env.json").write_text(json.dumps(env))
+    with pytest.raises(UserError, match=needle.replace("(", r"\(")):
+        store.open_set(tmp_path / "set")
+    monkeypatch.chdir(tmp_path)
+    for args in (["report", "set"], ["compare", "set", "set"], ["run", "--resume", "set"]):
+        code, _, err = run_cli(monkeypatch, capsys, *args)
+        one_line(code, err, needle)
+
+
+def test_write_env_is_atomic_and_leaves_no_temporary_file(tmp_path):
+    store.write_env(tmp_path, {"kind": "grid", "schema_version": 1, "run_id": "x"})
+    assert [p.name for p in tmp_path.iterdir()] == ["env.json"]
+    assert store.read_env(tmp_path)["run_id"] == "x"
+
+
+# -- compare: grid sets only -----------------------------------------------------------------
+def test_compare_takes_two_grid_sets(copied, monkeypatch, capsys):
+    base = copied("grid")
+    new = Path(shutil.copytree(base, base.parent / "new"))
+    code, out, err = run_cli(monkeypatch, capsys, "compare", str(base), str(new))
+    assert code == 0, err
+    assert "same" in out
+
+
+@pytest.mark.parametrize("kind", ["network", "scale"])
+def test_compare_refuses_a_network_or_scale_set_in_one_line(copied, monkeypatch, capsys, kind):
+    grid, other = copied("grid"), copied(kind)
+    for args in ((grid, other), (other, grid)):
+        code, _, err = run_cli(monkeypatch, capsys, "compare", *map(str, args))
+        one_line(code, err, f"is a {kind} result set ({WRITER[kind]}); hebbbench compare takes grid sets")
+
+
+# -- report: every kind, each alone; grid sets merge -----------------------------------------
+@pytest.mark.parametrize("kind, files", [
+    ("grid", {"report.md", "report.html", "roofline.png"}),
+    ("network", {"report.md", "report.html", "speedup.png"}),
+    ("scale", {"report.md", "scale.png", "scale.svg"}),
+])
+def test_report_builds_each_kind(copied, tmp_path, monkeypatch, capsys, kind, files):
+    folder = copied(kind)
+    code, out, err = run_cli(monkeypatch, capsys, "report", str(folder), "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    assert files <= {p.name for p in (tmp_path / "r").iterdir()}
+    assert f"report in {tmp_path / 'r'}" in out
+
+
+@pytest.mark.parametrize("kind", ["network", "scale"])
+def test_report_refuses_a_network_or_scale_set_among_others(copied, tmp_path, monkeypatch, capsys, kind):
+    grid, other = copied("grid"), copied(kind)
+    code, _, err = run_cli(monkeypatch, capsys, "report", str(grid), str(other), "--out", str(tmp_path / "r"))
+    one_line(code, err, f"is a {kind} result set: its report is built from it alone")
+    assert not (tmp_path / "r").exists()
+
+
+# -- run --resume: grid sets only --------------------------------------------------------------
+def test_resume_of_a_finished_grid_set_runs_nothing_and_keeps_its_rows(copied, monkeypatch, capsys):
+    folder = copied("grid")
+    before = (folder / "results.csv").read_text()
+    code, out, err = run_cli(monkeypatch, capsys, "run", "--resume", str(folder), "--no-report", "--no-progress")
+    assert code == 0, err
+    assert (folder / "results.csv").read_text() == before
+    assert len(pd.read_csv(folder / "results.csv")) == before.count("\n") - 1
+    assert store.read_env(folder)["status"] == "complete"
+
+
+@pytest.mark.parametrize("kind", ["network", "scale"])
+def test_resume_refuses_a_network_or_scale_set_in_one_line(copied, monkeypatch, capsys, kind):
+    folder = copied(kind)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--resume", str(folder))
+    one_line(code, err, f"is a {kind} result set ({WRITER[kind]}); hebbbench run --resume takes grid sets")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
