@@ -145,10 +145,6 @@ NETWORKS: dict[str, NetworkSpec] = {
 }
 
 
-def network_names() -> list[str]:
-    return list(NETWORKS)
-
-
 def get_spec(name: str | NetworkSpec) -> NetworkSpec:
     """The spec called ``name`` (a spec passes through); ValueError naming the allowed values."""
     if isinstance(name, NetworkSpec):
