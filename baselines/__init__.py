@@ -2,7 +2,7 @@
 
 - ``naive``: the original, pre-FastHebb formulation — per group of G neurons, the
   per-sample deltas as an N×G×D tensor reduced over N (``group_size``, default 8).
-- ``loop``: the literal per-sample, per-neuron loop of DESIGN.md §2, for small shapes.
+- ``loop``: the literal per-sample, per-neuron loop of docs/design.md §2, for small shapes.
 
 The folder is top-level in the repository (``baselines/``) but installed under the
 hebbbench namespace, so its import name cannot collide with other packages.

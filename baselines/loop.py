@@ -1,4 +1,4 @@
-"""The literal per-sample, per-neuron loop of DESIGN.md §2: the readable reference.
+"""The literal per-sample, per-neuron loop of docs/design.md §2: the readable reference.
 
     SWTA:  ΔW_i = (1/N) Σ_n r_ni (x_n − w_i)
     HPCA:  ΔW_i = (1/N) Σ_n y_ni (x_n − Σ_{k≤i} y_nk w_k)

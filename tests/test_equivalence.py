@@ -1,4 +1,4 @@
-"""Every registered (rule, impl) equals the float64 per-sample reference (DESIGN.md §2).
+"""Every registered (rule, impl) equals the float64 per-sample reference (docs/design.md §2).
 
 Generated from the registry: a newly registered implementation is covered automatically.
 """
@@ -104,7 +104,7 @@ def ranked(row: torch.Tensor) -> list[int]:
 
 @pytest.mark.parametrize("rule", rules.rules())
 def test_reference_is_the_per_sample_formula(rule):
-    """The reference against a direct evaluation of DESIGN.md's sums for one neuron."""
+    """The reference against a direct evaluation of the sums of docs/design.md §2 for one neuron."""
     x, y, w = rule_inputs(6, 4, 3, seed=7, dtype=torch.float64)
     r = rules.rule_class(rule)()
     ref = r.reference(x, y, w)

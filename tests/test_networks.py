@@ -13,7 +13,7 @@ def test_6layer_shapes_match_design():
     assert list(shapes) == ["conv1", "conv2", "conv3", "conv4", "fc5"]
     conv2 = shapes["conv2"]
     assert (conv2.kind, conv2.c_in, conv2.c_out, conv2.kernel, conv2.input_hw) == ("conv", 96, 128, 3, (14, 14))
-    assert (conv2.n, conv2.d, conv2.m) == (9216, 864, 128)  # DESIGN.md §3
+    assert (conv2.n, conv2.d, conv2.m) == (9216, 864, 128)  # docs/design.md §3
     assert (shapes["conv1"].n, shapes["conv1"].d) == (64 * 28 * 28, 75)
     assert (shapes["fc5"].kind, shapes["fc5"].n, shapes["fc5"].d, shapes["fc5"].m) == ("linear", 64, 2304, 4096)
 

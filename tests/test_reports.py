@@ -66,8 +66,8 @@ def test_report_writes_every_file_and_decodable_figures(tiny):
         assert image.shape[1] >= 400 and image.shape[0] >= 300
     # the headline: one column (one device, one dtype), one row per what (update, step)
     headline = matplotlib.image.imread(report.path / "speedup.png")
-    w, h = figures.pixel_size(2, 1, panel_h=figures.PANEL_H + 0.3)
-    assert headline.shape[:2] == (h, w)
+    w, h = figures.figure_size(2, 1, panel_h=figures.PANEL_H + 0.3)
+    assert headline.shape[:2] == (round(h * figures.DPI), round(w * figures.DPI))
 
 
 def test_figures_without_data_are_left_out_with_a_sentence(tiny):

@@ -1,4 +1,4 @@
-"""``hebbbench compare``: did a run get slower than a baseline? (DESIGN.md §4: ratios, a test, an effect size.)
+"""``hebbbench compare``: did a run get slower than a baseline? (docs/design.md §4: ratios, a test, an effect size.)
 
 Two result sets are compared case by case, matching on (case_id, label); never on raw seconds.
 

@@ -1,4 +1,4 @@
-"""The device's own ceilings, measured in the same run (DESIGN.md §4).
+"""The device's own ceilings, measured in the same run (docs/design.md §4).
 
 - compute: FLOP/s of one large square matrix product C = A B (2 n³ FLOPs);
 - memory: bytes/s of one large copy (read + write: 2 × its size).

@@ -1,4 +1,4 @@
-"""Everything needed to reproduce a number (DESIGN.md §4): versions, hardware, threads, command."""
+"""Everything needed to reproduce a number (docs/design.md §4): versions, hardware, threads, command."""
 
 from __future__ import annotations
 

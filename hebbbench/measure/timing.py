@@ -1,4 +1,4 @@
-"""Honest timing of several implementations of one case (DESIGN.md §4).
+"""Honest timing of several implementations of one case (docs/design.md §4).
 
 - a clock that reads the *device*: CUDA events recorded on the current stream around
   the call (synchronised before reading), or ``time.perf_counter`` on the CPU;

@@ -7,7 +7,7 @@ A layer with weights W (M×D) trains on a mini-batch by
     W ← W + η ΔW
 
 Switching ``impl`` changes nothing but speed and memory: every implementation
-computes the same ΔW (DESIGN.md §2).
+computes the same ΔW (docs/design.md §2).
 """
 
 from __future__ import annotations

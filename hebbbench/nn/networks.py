@@ -1,4 +1,4 @@
-"""The paper's networks, built from hebbbench's Hebbian layers (DESIGN.md §3).
+"""The paper's networks, built from hebbbench's Hebbian layers (docs/design.md §3).
 
 Each hidden layer is a Hebbian layer followed by batch norm, ReLU and, where given,
 max pooling (kernel = stride):
@@ -71,7 +71,7 @@ class NetworkSpec:
 
 @dataclass(frozen=True)
 class LayerShape:
-    """Sizes of one Hebbian layer in a network at its batch size (DESIGN.md §1)."""
+    """Sizes of one Hebbian layer in a network at its batch size (docs/design.md §1)."""
 
     name: str
     kind: str  # "conv" | "linear"
@@ -143,10 +143,6 @@ NETWORKS: dict[str, NetworkSpec] = {
                             512, 512, 512, "M"],
                   "VGG-16 (configuration D), Hebbian convs and fcs, with batch norm"),
 }
-
-
-def network_names() -> list[str]:
-    return list(NETWORKS)
 
 
 def get_spec(name: str | NetworkSpec) -> NetworkSpec:

@@ -4,7 +4,7 @@ One step on a mini-batch trains every Hebbian layer once, bottom to top:
 
     h_1 = images
     for each layer l:   S_l = layer_l(h_l)                 responses at the weights before the step
-                        W_l ← W_l + η ΔW(h_l, S_l, W_l)    the layer's rule (DESIGN.md §2)
+                        W_l ← W_l + η ΔW(h_l, S_l, W_l)    the layer's rule (docs/design.md §2)
                         h_{l+1} = pool(relu(bn(S_l)))
 
 So the next layer sees layer l's *pre-update* output, in every implementation: the
@@ -12,7 +12,7 @@ inputs of all layers in a step are those of a plain forward pass at the step's
 starting weights (:func:`layer_inputs`), and a step is "forward pass + one update
 per layer". The classifier is not part of the Hebbian step.
 
-For timing (DESIGN.md §4) each implementation gets one closure for the whole step
+For timing (docs/design.md §4) each implementation gets one closure for the whole step
 and one per layer for the layer's update alone (ΔW and W ← W + ηΔW, on the layer's
 actual input captured from a forward pass); ``reset`` closures restore the starting
 weights before every sample.

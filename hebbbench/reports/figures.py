@@ -55,12 +55,6 @@ def figure_size(rows: int, cols: int, panel_w: float = PANEL_W, panel_h: float =
     return cols * panel_w, rows * panel_h + TITLE_H
 
 
-def pixel_size(rows: int, cols: int, panel_w: float = PANEL_W, panel_h: float = PANEL_H) -> tuple[int, int]:
-    """(width, height) in pixels of the PNG of such a figure."""
-    w, h = figure_size(rows, cols, panel_w, panel_h)
-    return round(w * DPI), round(h * DPI)
-
-
 def new_figure(rows: int, cols: int, title: str, panel_w: float = PANEL_W, panel_h: float = PANEL_H,
                **kwargs) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=figure_size(rows, cols, panel_w, panel_h), dpi=DPI, layout="constrained")

@@ -1,6 +1,6 @@
 """Conv layers as matrix problems: the patch rows X (N,D) and response rows Y (N,M).
 
-For a conv layer with kernel k×k over C channels, N = B·Ho·Wo and D = C·k·k (DESIGN.md §1):
+For a conv layer with kernel k×k over C channels, N = B·Ho·Wo and D = C·k·k (docs/design.md §1):
 ``X = unfold(inputs)`` and the responses ``S = conv2d(inputs, W)`` reshaped to rows,
 both in the same (batch, output position) order, so that S = X Wᵀ.
 """

@@ -1,7 +1,7 @@
 """FastHebb for conv layers without the N×D patch matrix (impl ``fh-conv``).
 
 A conv layer's update needs Aᵀ X (M,D) with X the unfolded patches (N = B·Ho·Wo rows,
-D = C·k·k; DESIGN.md §1) and A (N,M) the rule's Hebbian factor (R for SWTA, Y for HPCA).
+D = C·k·k; docs/design.md §1) and A (N,M) the rule's Hebbian factor (R for SWTA, Y for HPCA).
 That product is exactly the convolution's weight gradient for an output gradient equal
 to A laid out as maps:
 

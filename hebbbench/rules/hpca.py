@@ -1,6 +1,6 @@
 """Hebbian PCA (HPCA): Sanger's generalized Hebbian algorithm.
 
-With responses Y (N,M) and rows X (N,D) (DESIGN.md §2):
+With responses Y (N,M) and rows X (N,D) (docs/design.md §2):
 
     per sample:  ΔW_i = (1/N) Σ_n y_ni (x_n − Σ_{k≤i} y_nk w_k)
     FastHebb:    ΔW   = (Yᵀ X − tril(Yᵀ Y) W) / N,   tril keeping k ≤ i

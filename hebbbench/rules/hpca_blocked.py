@@ -3,7 +3,7 @@
 HPCA-FH's tril(Yᵀ Y) W costs O(M²·D): with many neurons and few rows (a 4096-unit
 fully connected layer at batch 32) it dominates the O(N·M·D) Hebbian term. Split the
 M neurons into blocks of b (``block_size``) and carry the reconstruction of the earlier
-blocks as an N×D residual instead (DESIGN.md §2, Sanger's rule):
+blocks as an N×D residual instead (docs/design.md §2, Sanger's rule):
 
     E_1 = X,   E_{j+1} = E_j − Y_j W_j                    (N,D): X − Σ_{k<j} Y_k W_k
     ΔW_j = (Y_jᵀ E_j − tril(Y_jᵀ Y_j) W_j) / N             (b,D) for the neurons of block j

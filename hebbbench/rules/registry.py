@@ -1,6 +1,6 @@
 """One registry of Hebbian updates, keyed by (rule, impl).
 
-A *rule* is a learning rule defined by its maths (DESIGN.md §2): a subclass of
+A *rule* is a learning rule defined by its maths (docs/design.md §2): a subclass of
 :class:`Update` that knows its options (e.g. SWTA's temperature) and its float64
 per-sample reference. An *implementation* is a subclass of that rule class that
 computes the same ΔW another way (FastHebb matrix form, grouped per-sample
@@ -115,7 +115,7 @@ class Update:
         raise NotImplementedError
 
     def reference(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor:  # pragma: no cover - abstract
-        """The per-sample formula of DESIGN.md §2 in float64 (the ground truth)."""
+        """The per-sample formula of docs/design.md §2 in float64 (the ground truth)."""
         raise NotImplementedError
 
     def magnitude(self, x: Tensor, y: Tensor, w: Tensor) -> Tensor | None:

@@ -1,6 +1,6 @@
 """Soft winner-takes-all (SWTA): competitive Hebbian learning with a softmax over neurons.
 
-With responses Y (N,M), temperature T and rows X (N,D) (DESIGN.md §2):
+With responses Y (N,M), temperature T and rows X (N,D) (docs/design.md §2):
 
     R = softmax(Y / T) along the M neurons of each row
     per sample:  ΔW_i = (1/N) Σ_n r_ni (x_n − w_i)

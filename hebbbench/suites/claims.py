@@ -1,6 +1,6 @@
 """The published speedup claims for FastHebb, as data, to set beside measured numbers.
 
-The paper's own tables are not public here (DESIGN.md §3); these are the headline
+The paper's own tables are not public here (docs/design.md §3); these are the headline
 claims, each with its source and how it is qualified ("up to", "more than").
 """
 

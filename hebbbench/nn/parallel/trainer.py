@@ -1,7 +1,7 @@
 """The data-parallel Hebbian step: each rank's partial sums, one all-reduce, the same update everywhere.
 
 Every rule here updates a layer by a mean over the N rows of per-row terms, all at the
-same W (DESIGN.md §1–2): ΔW = (1/N) Σ_n u(x_n, y_n, W). Split the batch's B images over
+same W (docs/design.md §1–2): ΔW = (1/N) Σ_n u(x_n, y_n, W). Split the batch's B images over
 P ranks, rank r holding B_r of them and so N_r = B_r·P_l rows of layer l (P_l positions
 per image: Ho·Wo for a conv layer, 1 for a linear one; the same on every rank). Rank r
 runs the layer's own update on its rows, ΔW_r = (1/N_r) Σ_{its rows} u, and contributes
