@@ -7,7 +7,7 @@
     hebbbench.reports.build([df.attrs["path"]])                # its report (reports/<run-id>/)
 """
 
-__version__ = "0.1.0"
+from hebbbench._version import __version__  # noqa: E402
 
 from hebbbench import rules  # noqa: E402
 from hebbbench.nn.layers import HebbianConv2d, HebbianLinear  # noqa: E402

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-import hebbbench
+from hebbbench._version import __version__
 from hebbbench.measure.devices import cpu_model, cuda_count
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -30,7 +30,7 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
 
 def git_state() -> dict[str, Any]:
     """Commit and dirty flag of the hebbbench source tree, when it is a git checkout."""
-    root = Path(hebbbench.__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent
     commit = _run(["git", "rev-parse", "HEAD"], cwd=root)
     if commit is None:
         return {"commit": None, "dirty": None}
@@ -60,7 +60,7 @@ def collect(seed: int, argv: list[str] | None = None) -> dict[str, Any]:
     """A JSON-able description of this machine and process."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     return {
-        "hebbbench_version": hebbbench.__version__,
+        "hebbbench_version": __version__,
         "git": git_state(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

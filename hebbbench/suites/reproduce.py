@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-import hebbbench
+from hebbbench._version import __version__
 from hebbbench.suites.claims import published_claims
 from hebbbench.measure import ceilings as ceilings_mod
 from hebbbench.measure.ceilings import Ceilings
@@ -217,7 +217,7 @@ def reproduce(
             reporter(spec.name, rule)("done", "", f"{spec.name} {rule}: done ({done}/{total})")
         del data
     meta = {
-        "hebbbench": hebbbench.__version__, "python": platform.python_version(), "torch": torch.__version__,
+        "hebbbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
         "device": str(device),
         "device_name": device_name(str(device)),
         "threads": torch.get_num_threads(), "dtype": str(dtype).removeprefix("torch."), "seed": seed,
