@@ -132,7 +132,7 @@ def report_command(
         out_console.print(f"report in {scale_report.path} (report.md, scale.png, scale.svg)")
         return
     if alone:
-        target = reproduction.build(alone[0], out=out, argv=sys.argv)
+        target = reproduction.build(alone[0], out=out)
         out_console.print(f"report in {target} (report.md, report.html)")
         return
     written = build(run_dirs, out=out)
