@@ -94,16 +94,13 @@ def test_memory_budget_skips_naive_but_not_fh():
     assert (r.layers[r.layers.impl == "fh"].status == "ok").all()
 
 
-def test_a_wrong_implementation_is_reported_wrong_never_fast():
-    @rules.register("swta", "broken_test")
+def test_a_wrong_implementation_is_reported_wrong_never_fast(register):
+    @register("swta", "broken_test")
     class Broken(rules.SWTA):
         def delta(self, x, y, w):
             return 2 * rules.get("swta", "fh", temperature=self.temperature).delta(x, y, w)
 
-    try:
-        r = run(rules=["swta"], impls=["broken_test"])
-    finally:
-        rules.unregister("swta", "broken_test")
+    r = run(rules=["swta"], impls=["broken_test"])
     broken = r.layers[r.layers.impl == "broken_test"]
     assert (broken.status == "wrong").all() and broken.median_s.isna().all()
     step = r.steps.set_index("variant").loc["broken_test"]

@@ -77,7 +77,6 @@ def test_existing_result_set_is_never_overwritten(tiny_run):
     assert (out / "results.csv").read_bytes() == before
 
 
-@rules.register("hpca", "test-wrong")
 class WrongHPCA(rules.HPCA):
     """Drops the tril(YᵀY)W term: fast and wrong."""
 
@@ -85,13 +84,11 @@ class WrongHPCA(rules.HPCA):
         return y.T @ x / x.shape[0]
 
 
-@rules.register("hpca", "test-oom")
 class OutOfMemoryHPCA(rules.HPCA):
     def delta(self, x, y, w):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 PiB (injected)")
 
 
-@rules.register("hpca", "test-gpu-only")
 class GpuOnlyHPCA(rules.HPCA):
     device_types = ("cuda",)
 
@@ -99,7 +96,10 @@ class GpuOnlyHPCA(rules.HPCA):
         return rules.get("hpca").delta(x, y, w)
 
 
-def test_wrong_oom_and_unsupported_are_rows_not_crashes(tmp_path):
+def test_wrong_oom_and_unsupported_are_rows_not_crashes(tmp_path, register):
+    register("hpca", "test-wrong")(WrongHPCA)
+    register("hpca", "test-oom")(OutOfMemoryHPCA)
+    register("hpca", "test-gpu-only")(GpuOnlyHPCA)
     frame = hebbbench.run(config=TINY, out=tmp_path / "r", rules=["hpca"],
                           impls=["fh", "naive", "test-wrong", "test-oom", "test-gpu-only"])
     by = {label: part for label, part in frame.groupby("label")}
