@@ -3,9 +3,11 @@ the command line run in-process, test doubles registered for one test or module 
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from contextlib import contextmanager
+from typing import NoReturn
 
 import pytest
 import torch
@@ -126,6 +128,32 @@ def flaky():
     """Flaky registered as ("hpca", "test-flaky") for the tests of one module (module-scoped fixtures use it)."""
     with rules.registered("hpca", "test-flaky", Flaky):
         yield Flaky
+
+
+@functools.cache
+def compiler_missing() -> str | None:
+    """Why torch.compile (inductor) compiles nothing at all on this machine, or None where it works."""
+    try:
+        torch.compile(lambda t: t * 2 + 1, backend="inductor", dynamic=False)(torch.ones(3))
+    except Exception as error:  # whatever stops a trivial compile is the machine's reason
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"[:300]
+    return None
+
+
+def skip_unavailable(why: rules.Unavailable) -> NoReturn:
+    """Skip a test whose implementation raised Unavailable, only where the machine lacks what it needs.
+
+    A compile failure (CompileUnavailable) skips only where torch.compile compiles nothing (no C++
+    compiler, ...); where a trivial function compiles, the implementation's own code is at fault: fail.
+    """
+    from hebbbench.rules.compiled import CompileUnavailable
+
+    if isinstance(why, CompileUnavailable):
+        missing = compiler_missing()
+        if missing is None:
+            pytest.fail(f"torch.compile works on this machine, yet: {why}")
+        pytest.skip(f"{why} (torch.compile compiles nothing here: {missing})")
+    pytest.skip(str(why))
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
