@@ -1,12 +1,15 @@
 """Shared test helpers: seeded inputs for the rules, the ``--repeats`` option, a planted slowdown,
-the command line run in-process."""
+the command line run in-process, test doubles registered for one test or module only."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from contextlib import contextmanager
+from typing import NoReturn
 
+import pytest
 import torch
 
 from hebbbench import cli, rules
@@ -67,16 +70,90 @@ class HPCATwice(HPCAFastHebb):
 @contextmanager
 def planted_slowdown():
     """While the block runs, ("hpca", "fh") is HPCATwice: same label, same results, twice the work."""
-    original = rules.lookup("hpca", "fh")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "overwriting hpca/fh": on purpose
-        rules.register("hpca", "fh", overwrite=True)(HPCATwice)
-    try:
-        yield
-    finally:
+    with rules.scoped():  # the built-in fh again on exit
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            rules.register("hpca", "fh", overwrite=True)(original)
+            warnings.simplefilter("ignore")  # "overwriting hpca/fh": on purpose
+            rules.register("hpca", "fh", overwrite=True)(HPCATwice)
+        yield
+
+
+# -- the registry: built-in as imported; test doubles only in a scope ------------------------
+def registry_state() -> tuple[dict, dict]:
+    """Everything the registry holds: rule -> class, and (rule, impl) -> (class, its impl attribute)."""
+    return ({rule: rules.rule_class(rule) for rule in rules.rules()},
+            {key: (rules.lookup(*key), rules.lookup(*key).impl) for key in rules.available()})
+
+
+#: the registry as hebbbench builds it (plugins included), before any test module is imported:
+#: generated tests (test_equivalence.py) parametrize over these, whatever the collection order.
+BUILTIN = registry_state()
+BUILTIN_RULES = sorted(BUILTIN[0])
+BUILTIN_PAIRS = sorted(BUILTIN[1])
+
+
+@pytest.fixture(autouse=True)
+def _registry_left_as_found():
+    """Every test leaves the registry as it found it: a registration that leaks fails the test."""
+    before = registry_state()
+    yield
+    after = registry_state()
+    added, removed = sorted(after[1].keys() - before[1].keys()), sorted(before[1].keys() - after[1].keys())
+    assert after == before, (f"the registry changed during this test (added {added}, removed {removed}, or a "
+                             "class replaced): register test doubles with the `register` fixture or rules.scoped()")
+
+
+@pytest.fixture
+def register():
+    """``register(rule, impl, overwrite=False)``: rules.register for this test only (as decorator or call).
+
+    Everything registered through it (or otherwise changed in the registry) is undone after the test.
+    """
+    with rules.scoped():
+        yield rules.register
+
+
+class Flaky(rules.HPCA):
+    """HPCA-fh that raises while ``failing`` is set: a case that did not run (hpca/test-flaky, see `flaky`)."""
+
+    failing = False
+
+    def delta(self, x, y, w):
+        if Flaky.failing:
+            raise RuntimeError("injected failure")
+        return rules.get("hpca").delta(x, y, w)
+
+
+@pytest.fixture(scope="module")
+def flaky():
+    """Flaky registered as ("hpca", "test-flaky") for the tests of one module (module-scoped fixtures use it)."""
+    with rules.registered("hpca", "test-flaky", Flaky):
+        yield Flaky
+
+
+@functools.cache
+def compiler_missing() -> str | None:
+    """Why torch.compile (inductor) compiles nothing at all on this machine, or None where it works."""
+    try:
+        torch.compile(lambda t: t * 2 + 1, backend="inductor", dynamic=False)(torch.ones(3))
+    except Exception as error:  # whatever stops a trivial compile is the machine's reason
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"[:300]
+    return None
+
+
+def skip_unavailable(why: rules.Unavailable) -> NoReturn:
+    """Skip a test whose implementation raised Unavailable, only where the machine lacks what it needs.
+
+    A compile failure (CompileUnavailable) skips only where torch.compile compiles nothing (no C++
+    compiler, ...); where a trivial function compiles, the implementation's own code is at fault: fail.
+    """
+    from hebbbench.rules.compiled import CompileUnavailable
+
+    if isinstance(why, CompileUnavailable):
+        missing = compiler_missing()
+        if missing is None:
+            pytest.fail(f"torch.compile works on this machine, yet: {why}")
+        pytest.skip(f"{why} (torch.compile compiles nothing here: {missing})")
+    pytest.skip(str(why))
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:

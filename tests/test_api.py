@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from conftest import rule_inputs
+from conftest import registry_state, rule_inputs
 from hebbbench import rules
 
 
@@ -54,20 +54,60 @@ def test_result_has_dtype_and_device_of_w():
     assert dw.dtype == torch.float32 and dw.device == w.device and dw.shape == (3, 5)
 
 
-def test_user_registered_impl_is_picked_up():
-    @rules.register("hpca", "test-user")
+def test_user_registered_impl_is_picked_up(register):
+    @register("hpca", "test-user")
     class Mine(rules.HPCA):
         def delta(self, x, y, w):
             return rules.get("hpca", "fh").delta(x, y, w)
 
-    try:
-        assert ("hpca", "test-user") in rules.available()
-        assert isinstance(rules.get("hpca", impl="test-user"), Mine)
-        with pytest.raises(ValueError, match="already registered"):
-            rules.register("hpca", "test-user")(type("Other", (rules.HPCA,), {}))
-    finally:
-        rules.unregister("hpca", "test-user")
+    assert ("hpca", "test-user") in rules.available()
+    assert isinstance(rules.get("hpca", impl="test-user"), Mine)
+    with pytest.raises(ValueError, match="already registered"):
+        rules.register("hpca", "test-user")(type("Other", (rules.HPCA,), {}))
+    rules.unregister("hpca", "test-user")
     assert ("hpca", "test-user") not in rules.available()
+
+
+def test_a_scoped_block_leaves_the_registry_as_it_was():
+    """Registrations, an overwrite, an alias, an unregistration and a new rule: all undone on exit."""
+    before = registry_state()
+    fh, swta_fh = rules.lookup("hpca", "fh"), rules.lookup("swta", "fh")
+    with rules.scoped():
+        rules.register("hpca", "test-scoped")(type("Mine", (rules.HPCA,), {}))
+        with pytest.warns(UserWarning, match="overwriting hpca/fh"):
+            rules.register("hpca", "fh", overwrite=True)(type("Other", (rules.HPCA,), {}))
+        rules.register("swta", "test-alias")(swta_fh)  # a built-in class under a second name: its impl changes
+        rules.unregister("hpca", "naive")
+        rules.define_rule("test-rule")(type("TestRule", (rules.Update,), {}))
+        assert ("hpca", "test-scoped") in rules.available() and ("hpca", "naive") not in rules.available()
+        assert rules.lookup("hpca", "fh") is not fh and swta_fh.impl == "test-alias"
+        assert "test-rule" in rules.rules()
+    assert registry_state() == before
+    assert rules.lookup("hpca", "fh") is fh and swta_fh.impl == "fh" and "test-rule" not in rules.rules()
+
+    with pytest.raises(RuntimeError, match="raised inside"):
+        with rules.scoped():
+            rules.register("hpca", "test-scoped")(type("Mine", (rules.HPCA,), {}))
+            raise RuntimeError("raised inside the block")
+    assert registry_state() == before
+
+
+def test_registered_is_register_for_one_block_with_its_checks():
+    class Mine(rules.HPCA):
+        pass
+
+    before = registry_state()
+    with rules.registered("hpca", "test-block", Mine) as cls:
+        assert cls is Mine and Mine.impl == "test-block"
+        assert isinstance(rules.get("hpca", impl="test-block"), Mine)
+    assert registry_state() == before and ("hpca", "test-block") not in rules.available()
+    with pytest.raises(ValueError, match="hpca/fh is already registered"):
+        with rules.registered("hpca", "fh", Mine):
+            pass  # pragma: no cover - not reached
+    with pytest.raises(TypeError, match="must subclass the swta rule class"):
+        with rules.registered("swta", "test-block", Mine):
+            pass  # pragma: no cover - not reached
+    assert registry_state() == before
 
 
 def test_register_requires_the_rule_class():

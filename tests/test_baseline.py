@@ -11,23 +11,22 @@ from hebbbench import cli
 from hebbbench.gate.baseline import update
 from hebbbench.errors import UserError
 from hebbbench.store import ResultSet
-from test_compare import Flaky
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"
 GRID = dict(config=TINY, rules=["hpca"], impls=["fh", "test-flaky"], what=["update"], batch_sizes=[2])
 
 
-def test_update_replaces_the_baseline_only_after_a_successful_run(tmp_path):
+def test_update_replaces_the_baseline_only_after_a_successful_run(tmp_path, flaky):
     out = tmp_path / "baselines" / "tiny"
     frame = update(None, out, **GRID)
     assert set(frame["status"]) == {"ok"} and ResultSet.open(out).env()["status"] == "complete"
     first = (out / "results.csv").read_bytes()
-    Flaky.failing = True
+    flaky.failing = True
     try:
         with pytest.raises(UserError, match=r"baseline .*tiny left as it was: 2 case\(s\) did not run ok"):
             update(None, out, **GRID)
     finally:
-        Flaky.failing = False
+        flaky.failing = False
     assert (out / "results.csv").read_bytes() == first
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]  # nothing left behind
     update(None, out, **GRID)
@@ -35,7 +34,7 @@ def test_update_replaces_the_baseline_only_after_a_successful_run(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]
 
 
-def test_update_refuses_a_folder_that_is_not_a_result_set(tmp_path):
+def test_update_refuses_a_folder_that_is_not_a_result_set(tmp_path, flaky):
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(UserError, match="refusing to replace .* it is not a result set"):
         update(None, tmp_path, **GRID)

@@ -14,7 +14,6 @@ from rich.console import Console
 
 from conftest import planted_slowdown, run_cli
 import hebbbench
-from hebbbench import rules
 from hebbbench.gate.compare import Comparison, Verdict, compare, judge, short_case_ids, table
 from hebbbench.errors import UserError
 from hebbbench.store import ResultSet
@@ -66,32 +65,18 @@ def test_judge_does_not_judge_below_the_floor():
 
 
 # -- errors are exit status 2, never a verdict ---------------------------------------------
-class Flaky(rules.HPCA):
-    """HPCA-fh that raises while ``failing`` is set: a case that did not run."""
-
-    failing = False
-
-    def delta(self, x, y, w):
-        if Flaky.failing:
-            raise RuntimeError("injected failure")
-        return rules.get("hpca").delta(x, y, w)
-
-
-rules.register("hpca", "test-flaky")(Flaky)
-
-
 @pytest.fixture(scope="module")
-def tiny_sets(tmp_path_factory):
+def tiny_sets(tmp_path_factory, flaky):
     """Real runs of the tiny grid: ok, another ok, one with a failed case, one of another grid."""
     root = tmp_path_factory.mktemp("tiny")
     kwargs = dict(config=TINY, rules=["hpca"], impls=["fh", "test-flaky"])
     hebbbench.run(out=root / "ok", **kwargs)
     hebbbench.run(out=root / "ok2", **kwargs)
-    Flaky.failing = True
+    flaky.failing = True
     try:
         hebbbench.run(out=root / "failed", **kwargs)
     finally:
-        Flaky.failing = False
+        flaky.failing = False
     hebbbench.run(out=root / "other", batch_sizes=[3, 4], **kwargs)
     return root
 
@@ -132,7 +117,7 @@ def test_errors_exit_2_with_one_line(tiny_sets, monkeypatch, capsys, baseline, n
     assert out == ""  # no table, no verdict
 
 
-def test_unfinished_uncalibrated_or_unwritable_are_errors(tiny_sets, tmp_path, monkeypatch, capsys):
+def test_unfinished_uncalibrated_or_unwritable_are_errors(tiny_sets, flaky, tmp_path, monkeypatch, capsys):
     hebbbench.run(out=tmp_path / "cut", config=TINY, rules=["hpca"], impls=["fh", "test-flaky"])
     ResultSet(tmp_path / "cut").update_env(status="interrupted")  # what a Ctrl-C leaves
     code, _, err = run_compare(monkeypatch, capsys, tiny_sets / "ok", tmp_path / "cut")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import rule_inputs
+import conftest
+from conftest import rule_inputs, skip_unavailable
 from hebbbench import HebbianLinear, rules
 from hebbbench.measure.numerics import relative_error
 from hebbbench.rules import compiled
@@ -62,6 +63,16 @@ def test_compile_failure_raises_unavailable_with_the_reason(monkeypatch):
         compiled.call_compiled(product, x, y, w)
 
 
+def test_a_compile_failure_skips_a_test_only_where_torch_compile_compiles_nothing(monkeypatch):
+    why = compiled.CompileUnavailable("torch.compile could not compile product for cpu: InductorError: boom")
+    monkeypatch.setattr(conftest, "compiler_missing", lambda: None)  # a trivial function compiles here
+    with pytest.raises(pytest.fail.Exception, match="torch.compile works on this machine, yet: .*boom"):
+        skip_unavailable(why)
+    monkeypatch.setattr(conftest, "compiler_missing", lambda: "InvalidCxxCompiler: No working C++ compiler found")
+    with pytest.raises(pytest.skip.Exception, match="boom .*compiles nothing here: InvalidCxxCompiler"):
+        skip_unavailable(why)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("rule", ["swta", "hpca"])
 def test_prepare_compiles_outside_timing_and_layers_use_it(rule):
@@ -70,7 +81,7 @@ def test_prepare_compiles_outside_timing_and_layers_use_it(rule):
     try:
         first = r.prepare(x, y, w)
     except rules.Unavailable as why:
-        pytest.skip(str(why))
+        skip_unavailable(why)
     seen = len(compiled._SEEN)
     assert first > 0 and r.prepare(x, y, w) < first  # the second is one compiled call
     assert len(compiled._SEEN) == seen

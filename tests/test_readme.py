@@ -28,7 +28,7 @@ def test_readme_python_examples_run():
     from hebbbench import rules
 
     namespace: dict = {}
-    try:
+    with rules.scoped():  # the README registers ("hpca", "mine"): for this test only
         for block in code_blocks("python"):
             if "hebbbench.run(" in block or "reproduce(" in block:  # whole runs: tests/test_run.py, test_reproduce*.py
                 continue
@@ -36,8 +36,7 @@ def test_readme_python_examples_run():
                 continue
             exec(compile(block, "README.md", "exec"), namespace)  # one namespace, as in a notebook
         assert ("hpca", "mine") in rules.available()
-    finally:
-        rules.unregister("hpca", "mine")
+    assert ("hpca", "mine") not in rules.available()
 
 
 def test_readme_torchrun_example_trains_on_two_cpu_ranks(tmp_path):

@@ -24,7 +24,6 @@ from hebbbench.measure.units import format_seconds
 TINY = Path(__file__).parent / "data" / "tiny.toml"
 
 
-@rules.register("hpca", "report-wrong")
 class WrongHPCA(rules.HPCA):
     """Leaves out the tril(YᵀY)W term: a fast, wrong implementation."""
 
@@ -32,13 +31,11 @@ class WrongHPCA(rules.HPCA):
         return y.T @ x / x.shape[0]
 
 
-@rules.register("hpca", "report-oom")
 class OutOfMemoryHPCA(rules.HPCA):
     def delta(self, x, y, w):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 PiB (injected)")
 
 
-@rules.register("hpca", "report-gpu-only")
 class GpuOnlyHPCA(rules.HPCA):
     device_types = ("cuda",)
 
@@ -48,8 +45,12 @@ def tiny(tmp_path_factory):
     """A real run of the tiny grid with a wrong, an out-of-memory and a skipped variant, and its report."""
     root = tmp_path_factory.mktemp("reports")
     run_dir = root / "results" / "tiny"
-    frame = hebbbench.run(config=TINY, out=run_dir,
-                          impls=["fh", "naive", "loop", "report-wrong", "report-oom", "report-gpu-only"])
+    with rules.scoped():  # the three doubles exist for this run only
+        rules.register("hpca", "report-wrong")(WrongHPCA)
+        rules.register("hpca", "report-oom")(OutOfMemoryHPCA)
+        rules.register("hpca", "report-gpu-only")(GpuOnlyHPCA)
+        frame = hebbbench.run(config=TINY, out=run_dir,
+                              impls=["fh", "naive", "loop", "report-wrong", "report-oom", "report-gpu-only"])
     report = hebbbench.reports.build([run_dir], out=root / "reports" / "tiny")
     return run_dir, frame, report
 

@@ -74,11 +74,12 @@ def test_samples_are_the_raw_timings(result):
 def test_over_budget_naive_is_estimated_and_marked():
     r = run(rules=["hpca"], max_naive_seconds=1e-12)
     naive = r.layers[r.layers.impl == "naive"]
+    assert len(naive) == 2 * 5  # two group sizes × five layers
     assert set(naive.status) <= {"skipped_time", "over_budget"} and naive.estimated.all()
     assert naive.method.str.startswith("estimated:").all() and (naive.median_s > 0).all()
     assert (naive.n_samples == 0).all()
     fh = r.layers[r.layers.impl == "fh"]
-    assert (fh.status == "ok").all() and not fh.estimated.any()
+    assert len(fh) == 5 and (fh.status == "ok").all() and not fh.estimated.any()
     steps = r.steps.set_index("variant")
     assert steps.loc["naive(G=8)", "status"] == "estimated"
     assert bool(steps.loc["naive(G=8)", "estimated"])
@@ -89,23 +90,21 @@ def test_over_budget_naive_is_estimated_and_marked():
 
 def test_memory_budget_skips_naive_but_not_fh():
     r = run(rules=["swta"], memory_budget=1.0)
-    naive = r.layers[r.layers.impl == "naive"]
+    naive, fh = r.layers[r.layers.impl == "naive"], r.layers[r.layers.impl == "fh"]
+    assert len(naive) == 2 * 5 and len(fh) == 5
     assert (naive.status == "skipped_memory").all() and naive.note.str.contains("GiB > budget").all()
-    assert (r.layers[r.layers.impl == "fh"].status == "ok").all()
+    assert (fh.status == "ok").all()
 
 
-def test_a_wrong_implementation_is_reported_wrong_never_fast():
-    @rules.register("swta", "broken_test")
+def test_a_wrong_implementation_is_reported_wrong_never_fast(register):
+    @register("swta", "broken_test")
     class Broken(rules.SWTA):
         def delta(self, x, y, w):
             return 2 * rules.get("swta", "fh", temperature=self.temperature).delta(x, y, w)
 
-    try:
-        r = run(rules=["swta"], impls=["broken_test"])
-    finally:
-        rules.unregister("swta", "broken_test")
+    r = run(rules=["swta"], impls=["broken_test"])
     broken = r.layers[r.layers.impl == "broken_test"]
-    assert (broken.status == "wrong").all() and broken.median_s.isna().all()
+    assert len(broken) == 5 and (broken.status == "wrong").all() and broken.median_s.isna().all()
     step = r.steps.set_index("variant").loc["broken_test"]
     assert step.status == "wrong" and math.isnan(step.median_s)
 

@@ -1,8 +1,9 @@
-"""fh-triton: the fused kernel against the float64 reference, run by Triton's CPU interpreter.
+"""fh-triton: the fused kernel against the float64 reference, run by Triton's CPU interpreter and on CUDA.
 
 The kernel is CUDA-only (the generated equivalence tests skip it here); Triton's interpreter
 (TRITON_INTERPRET=1, read when triton is imported, hence a subprocess) runs the same
-kernel code on CPU tensors at tiny shapes.
+kernel code on CPU tensors at tiny shapes; where there is a GPU the kernel also runs there.
+Only the absence of triton skips these tests: any exception from triton or the kernel fails them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import rule_inputs
 from hebbbench import rules
@@ -28,46 +30,83 @@ CASES = [  # n, m, d, temperature, row splits (None: the launcher's choice), inp
     (40, 9, 33, 0.02, None, "bfloat16"),  # half-precision inputs, float32 math
 ]
 
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+NO_TRITON = "triton is not installed: fh-triton's kernel cannot be run here (pip install triton)"
+
+# Runs in a subprocess: TRITON_INTERPRET is read when triton is imported. Nothing is caught, so an
+# exception from triton or the kernel exits non-zero and fails the test with its traceback.
 SCRIPT = r"""
 import json, sys, torch
 from conftest import rule_inputs
 from hebbbench import rules
 from hebbbench.measure.numerics import relative_error
 from hebbbench.rules import swta_triton
-cases = json.loads(sys.argv[1])
-try:
-    k = swta_triton.kernels()
-except rules.Unavailable as why:
-    print(json.dumps({"unavailable": str(why)})); sys.exit(0)
+cases, device, prelude = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+exec(prelude)
+k = swta_triton.kernels()
+assert k.INTERPRETING == (device == "cpu"), (k.INTERPRETING, device)
 errors = []
 for n, m, d, t, splits, dtype in cases:
-    x, y, w = (v.to(getattr(torch, dtype)) for v in rule_inputs(n, m, d, seed=n))
+    x, y, w = (v.to(device=device, dtype=getattr(torch, dtype)) for v in rule_inputs(n, m, d, seed=n))
     r = rules.get("swta", impl="fh-triton", temperature=t)
-    try:
-        dw = r.update(x, y.T.contiguous().T, w) if splits is None else k.swta_update(x, y, w, t, splits=splits)
-    except Exception as why:  # the interpreter cannot run the kernel: say exactly why
-        print(json.dumps({"unavailable": f"Triton's interpreter could not run fh-triton at {(n, m, d)}: "
-                                         f"{type(why).__name__}: {why}"})); sys.exit(0)
-    assert dw.dtype == w.dtype and dw.shape == (m, d)
-    errors.append(relative_error(dw, r.reference(x, y, w)))
+    dw = r.update(x, y.T.contiguous().T, w) if splits is None else k.swta_update(x, y, w, t, splits=splits)
+    assert dw.dtype == w.dtype and dw.shape == (m, d) and dw.device == w.device, (dw.dtype, dw.shape, dw.device)
+    errors.append(relative_error(dw.cpu(), r.reference(x.cpu(), y.cpu(), w.cpu())))  # float64 reference
 print(json.dumps({"errors": errors}))
 """
 
+#: where the kernel runs: Triton's CPU interpreter always, the GPU where there is one
+BACKENDS = [pytest.param("cpu", id="interpreter"),
+            pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(
+                not torch.cuda.is_available(), reason="no CUDA device (the interpreter case runs the same kernel)"))]
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
-def test_fused_kernel_matches_reference_in_the_interpreter():
+
+def kernel_errors(cases, device: str, prelude: str = "") -> list[float]:
+    """Relative errors of fh-triton against the float64 reference, one per case, from a subprocess.
+
+    On "cpu" Triton's interpreter runs the kernel (TRITON_INTERPRET=1), on "cuda" the GPU does.
+    AssertionError, with the subprocess's traceback, if it raised anything.
+    """
     tests = Path(__file__).parent
-    env = {**os.environ, "TRITON_INTERPRET": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(tests), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CASES)], env=env, cwd=tests,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tests), os.environ.get("PYTHONPATH")]))}
+    env.pop("TRITON_INTERPRET", None)
+    if device == "cpu":
+        env["TRITON_INTERPRET"] = "1"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(cases), device, prelude], env=env, cwd=tests,
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    if "unavailable" in result:
-        pytest.skip(result["unavailable"])
-    for case, error in zip(CASES, result["errors"]):
+    assert proc.returncode == 0, f"fh-triton failed on {device}:\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])["errors"]
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON)
+@pytest.mark.parametrize("device", BACKENDS)
+def test_fused_kernel_matches_reference(device):
+    errors = kernel_errors(CASES, device)
+    assert len(errors) == len(CASES)
+    for case, error in zip(CASES, errors):
         bound = 1e-5 if case[-1] == "float32" else 1e-2  # bf16: the result is rounded to w's dtype
         assert error <= bound, (case, error)
+
+
+INJECTED = """
+import hebbbench.rules._swta_kernels as kernels_module
+def broken(*args, **kwargs):
+    raise RuntimeError("injected kernel failure")
+kernels_module.swta_update = broken
+"""
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON)
+def test_a_kernel_exception_fails_rather_than_skips():
+    """What test_fused_kernel_matches_reference does with a kernel that raises: an AssertionError, not a skip."""
+    try:
+        kernel_errors(CASES[:1], "cpu", prelude=INJECTED)
+    except pytest.skip.Exception as skipped:  # pragma: no cover - the defect this test guards against
+        pytest.fail(f"a kernel exception was turned into a skip: {skipped}")
+    except AssertionError as failure:
+        assert "RuntimeError: injected kernel failure" in str(failure)
+    else:  # pragma: no cover
+        pytest.fail("a kernel that raises went unnoticed")
 
 
 def test_off_cuda_it_says_so():

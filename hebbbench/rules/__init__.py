@@ -21,6 +21,10 @@ installed as ``hebbbench.baselines``) and the implementations beyond FastHebb:
 - ``fh-graph`` (swta, hpca, CUDA): the update and the layer step replayed from CUDA graphs.
 
 An implementation that cannot run on this machine raises :class:`Unavailable`.
+
+Temporary registrations (test doubles, experiments): ``with rules.scoped(): ...`` undoes every
+change to the registry made in the block; ``with rules.registered(rule, impl, cls): ...``
+registers one class for the block only; ``unregister(rule, impl)`` removes one pair.
 """
 
 from hebbbench.rules.registry import (
@@ -32,8 +36,10 @@ from hebbbench.rules.registry import (
     impls,
     lookup,
     register,
+    registered,
     rule_class,
     rules,
+    scoped,
     unregister,
 )
 from hebbbench.rules.swta import SWTA
@@ -54,5 +60,5 @@ from hebbbench.rules import graphed  # noqa: E402,F401  (registers fh-graph)
 
 __all__ = [
     "HPCA", "KWTA", "SWTA", "Hebb", "Krotov", "Oja", "Unavailable", "Update", "available", "define_rule",
-    "get", "impls", "lookup", "register", "rule_class", "rules", "unregister",
+    "get", "impls", "lookup", "register", "registered", "rule_class", "rules", "scoped", "unregister",
 ]

@@ -17,7 +17,8 @@ Every update is ``dw = r.update(x, y, w)`` with x (N,D), y (N,M), w (M,D) -> dw 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 import importlib.metadata
 import warnings
 from typing import Any, ClassVar
@@ -198,6 +199,7 @@ def check_shapes(x: Tensor, y: Tensor, w: Tensor) -> None:
 _RULES: dict[str, type[Update]] = {}
 _IMPLS: dict[tuple[str, str], type[Update]] = {}
 _plugins_loaded = False
+_UNSET = object()
 
 
 def define_rule(name: str):
@@ -240,6 +242,55 @@ def register(rule: str, impl: str, *, overwrite: bool = False):
 def unregister(rule: str, impl: str) -> None:
     """Remove (rule, impl) from the registry (for tests and notebooks)."""
     _IMPLS.pop((rule, impl), None)
+
+
+@contextmanager
+def scoped() -> Iterator[None]:
+    """Undo, on leaving the block, every change made to the registry inside it.
+
+    Registrations, overwrites, unregistrations and rule definitions made in the block are
+    reverted when it exits (normally or by an exception): the registry is again exactly
+    what it was on entry, the same classes under the same keys, and each class's ``rule``
+    and ``impl`` attributes are restored. Inside the block :func:`register` keeps all its
+    checks (a taken name needs ``overwrite=True``, the class must subclass the rule's class).
+    For test doubles and notebook experiments::
+
+        with rules.scoped():
+            rules.register("hpca", "mine")(MyHPCA)
+            ...                              # ("hpca", "mine") is available here
+        # ... and gone here
+
+    Entry-point plugins are loaded on entry, so a block never drops them.
+    """
+    _load_plugins()
+    rules_before, impls_before = dict(_RULES), dict(_IMPLS)
+    names = {cls: (cls.__dict__.get("rule", _UNSET), cls.__dict__.get("impl", _UNSET))
+             for cls in {*rules_before.values(), *impls_before.values()}}
+    try:
+        yield
+    finally:
+        _RULES.clear()
+        _RULES.update(rules_before)
+        _IMPLS.clear()
+        _IMPLS.update(impls_before)
+        for cls, (rule, impl) in names.items():
+            for attr, value in (("rule", rule), ("impl", impl)):
+                if value is _UNSET:
+                    if attr in cls.__dict__:
+                        delattr(cls, attr)
+                else:
+                    setattr(cls, attr, value)
+
+
+@contextmanager
+def registered(rule: str, impl: str, cls: type[Update], *, overwrite: bool = False) -> Iterator[type[Update]]:
+    """Register ``cls`` as (rule, impl) for the block only (:func:`register`'s checks, then :func:`scoped`).
+
+        with rules.registered("hpca", "fh", HPCATwice, overwrite=True):
+            ...                              # ("hpca", "fh") is HPCATwice here, the built-in fh again after
+    """
+    with scoped():
+        yield register(rule, impl, overwrite=overwrite)(cls)
 
 
 def _load_plugins() -> None:
