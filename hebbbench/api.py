@@ -47,22 +47,20 @@ def parse_bytes(text: str | float | int | None) -> float | None:
 
 def plan(preset: str | None = None, *, config: str | Path | None = None, rules: list[str] | None = None,
          impls: list[str] | None = None, what: list[str] | None = None, batch_sizes: list[int] | None = None,
-         dtypes: list[str] | None = None, devices: list[str] | None = None, group_size: list[int] | None = None,
+         dtypes: list[str] | None = None, devices: list[str] | None = None,
          sweeps: list[str] | None = None, case_seconds: float | None = None, imports: tuple[str, ...] = ()) -> Grid:
     """The grid a run would use: a preset or file with the overrides applied (validated)."""
     import_plugins(imports)
-    for name, values in (("batch size", batch_sizes), ("group size", group_size)):
-        if values is not None and any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-            raise UserError(f"{name}s must be positive integers, got {values}")
+    if batch_sizes is not None and any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in batch_sizes):
+        raise UserError(f"batch sizes must be positive integers, got {batch_sizes}")
     grid = load_grid(preset, config).override(sweeps=sweeps, rules=rules, impls=impls, what=what,
-                                              batch_sizes=batch_sizes, dtypes=dtypes, devices=devices,
-                                              group_size=group_size)
+                                              batch_sizes=batch_sizes, dtypes=dtypes, devices=devices)
     return grid.with_timing(case_seconds=case_seconds)
 
 
 def run(preset: str | None = None, *, config: str | Path | None = None, rules: list[str] | None = None,
         impls: list[str] | None = None, what: list[str] | None = None, batch_sizes: list[int] | None = None,
-        dtypes: list[str] | None = None, devices: list[str] | None = None, group_size: list[int] | None = None,
+        dtypes: list[str] | None = None, devices: list[str] | None = None,
         sweeps: list[str] | None = None, out: str | Path | None = None, resume: str | Path | None = None, seed: int = 0,
         threads: int | None = None, memory_budget: str | float | None = None, max_case_seconds: float = 60.0,
         case_seconds: float | None = None, imports: tuple[str, ...] = (), shard: str | None = None,
@@ -77,8 +75,8 @@ def run(preset: str | None = None, *, config: str | Path | None = None, rules: l
     if max_case_seconds <= 0:
         raise UserError(f"max-case-seconds must be > 0, got {max_case_seconds}")
     if resume is not None:
-        if any(v is not None for v in (preset, config, rules, impls, what, batch_sizes, dtypes, devices, group_size,
-                                       sweeps, out, shard)):
+        if any(v is not None for v in (preset, config, rules, impls, what, batch_sizes, dtypes, devices, sweeps, out,
+                                       shard)):
             raise UserError("--resume continues a run with its own grid; give no grid options with it")
         from hebbbench.store import ResultSet
 
@@ -96,7 +94,7 @@ def run(preset: str | None = None, *, config: str | Path | None = None, rules: l
         out = Path(resume)
     else:
         grid = plan(preset, config=config, rules=rules, impls=impls, what=what, batch_sizes=batch_sizes,
-                    dtypes=dtypes, devices=devices, group_size=group_size, sweeps=sweeps, case_seconds=case_seconds,
+                    dtypes=dtypes, devices=devices, sweeps=sweeps, case_seconds=case_seconds,
                     imports=imports)
         settings = Settings(policy=grid.policy, seed=seed, threads=threads, memory_budget=parse_bytes(memory_budget),
                             max_case_seconds=max_case_seconds, imports=tuple(imports), shard=parse_shard(shard))

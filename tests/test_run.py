@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import hebbbench
+from conftest import run_cli as in_process
 from hebbbench import cli, rules
 from hebbbench.store import CALIBRATION, CALIBRATION_KIND, COLUMNS, ResultSet
 
@@ -101,7 +102,7 @@ class GpuOnlyHPCA(rules.HPCA):
 
 def test_wrong_oom_and_unsupported_are_rows_not_crashes(tmp_path):
     frame = hebbbench.run(config=TINY, out=tmp_path / "r", rules=["hpca"],
-                          impls=["fh", "naive", "test-wrong", "test-oom", "test-gpu-only"])
+                          impls=["fh", "naive:group_size=3", "test-wrong", "test-oom", "test-gpu-only"])
     by = {label: part for label, part in frame.groupby("label")}
     assert set(by["test-wrong"]["status"]) == {"wrong"}
     assert by["test-wrong"]["median_s"].isna().all()
@@ -164,7 +165,12 @@ def test_resume_after_kill_neither_repeats_nor_misses(tmp_path):
     (["--impls", "nope"], "unknown impl 'nope'"),
     (["--dtypes", "float8"], "unknown dtype 'float8'"),
     (["--batch-sizes", "0"], "batch sizes must be positive integers"),
-    (["--group-size", "x"], "group sizes must be positive integers"),
+    (["--impls", "naive:nosuch=1,fh"], "command line: naive:nosuch=1: unknown option 'nosuch' for naive; "
+                                        "allowed: group_size"),
+    (["--impls", "naive:group_size=x"], "command line: naive:group_size=x: group_size must be an integer, got 'x'"),
+    (["--impls", "fh:group_size=8"], "command line: fh:group_size=8: unknown option 'group_size' for fh; "
+                                     "allowed: none"),
+    (["--rules", "swta:temperature=hot"], "swta:temperature=hot: temperature must be a number, got 'hot'"),
     (["--devices", "cuda:7"], "device 'cuda:7' is not available"),
     (["--devices", "tpu"], "unknown device 'tpu'"),
     (["--config", "missing.toml"], "config file missing.toml not found"),
@@ -187,6 +193,13 @@ def test_bad_input_one_line_exit_2_results_untouched(tmp_path, monkeypatch, caps
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], stderr
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["earlier"]
     assert (existing / "results.csv").read_text() == "precious\n"
+
+
+def test_removed_group_size_option_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = in_process(monkeypatch, capsys, "run", "--group-size", "8", "--no-report")
+    assert code == 2 and "No such option: --group-size" in err, err
+    assert not (tmp_path / "results").exists()
 
 
 def test_bad_input_from_a_real_process_has_no_traceback(tmp_path):
