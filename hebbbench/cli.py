@@ -80,11 +80,13 @@ def run(
     from hebbbench import api
     from hebbbench.reports.summary import summary_tables
 
-    grid_args = dict(sweeps=split(sweeps), rules=split(rules), impls=split(impls), what=split(what),
-                     batch_sizes=split_ints(batch_sizes, "batch sizes"), dtypes=split(dtypes),
-                     devices=split(devices))
+    run_config = api.RunConfig(
+        preset=preset, config=config, sweeps=split(sweeps), rules=split(rules), impls=split(impls), what=split(what),
+        batch_sizes=split_ints(batch_sizes, "batch sizes"), dtypes=split(dtypes), devices=split(devices),
+        case_seconds=case_seconds, seed=seed, threads=threads, memory_budget=memory_budget,
+        max_case_seconds=max_case_seconds, imports=tuple(imports or ()), shard=shard)
     if dry_run:
-        grid = api.plan(preset, config=config, case_seconds=case_seconds, imports=tuple(imports or ()), **grid_args)
+        grid = run_config.grid()
         frame = api.dry_run(grid, memory_budget)
         table = Table(title=f"{grid.name}: {frame['case_id'].nunique()} cases, {len(frame)} timed variants (dry run)")
         for column in frame.columns:
@@ -93,10 +95,7 @@ def run(
             table.add_row(*(str(v) for v in line))
         out_console.print(table)
         return
-    frame = api.run(preset, config=config, out=out, resume=resume, seed=seed, threads=threads,
-                    memory_budget=memory_budget, max_case_seconds=max_case_seconds, case_seconds=case_seconds,
-                    imports=tuple(imports or ()), shard=shard, progress=progress, console=err_console, argv=sys.argv,
-                    **grid_args)
+    frame = api.run(run_config, out=out, resume=resume, progress=progress, console=err_console, argv=sys.argv)
     for table in summary_tables(frame, title=frame.attrs["path"]):
         out_console.print(table)
     out_console.print(f"results in {frame.attrs['path']}")
@@ -352,10 +351,11 @@ def baseline_update(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a preset and replace the baseline folder with it, only once the run has succeeded."""
+    from hebbbench.api import RunConfig
     from hebbbench.gate.baseline import PRESET, update
     from hebbbench.reports.summary import summary_tables
 
-    frame = update(preset or (None if config else PRESET), out, config=config, progress=progress,
+    frame = update(RunConfig(preset=preset or (None if config else PRESET), config=config), out, progress=progress,
                    console=err_console, argv=sys.argv)
     for table in summary_tables(frame, title=str(out)):
         out_console.print(table)

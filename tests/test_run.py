@@ -17,6 +17,7 @@ import torch
 import hebbbench
 from conftest import run_cli as in_process
 from hebbbench import cli, rules
+from hebbbench.api import RunConfig
 from hebbbench.store import CALIBRATION, CALIBRATION_KIND, COLUMNS, ResultSet
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"
@@ -200,6 +201,43 @@ def test_removed_group_size_option_is_a_usage_error(tmp_path, monkeypatch, capsy
     code, _, err = in_process(monkeypatch, capsys, "run", "--group-size", "8", "--no-report")
     assert code == 2 and "No such option: --group-size" in err, err
     assert not (tmp_path / "results").exists()
+
+
+def test_options_on_the_command_line_and_resume_through_the_saved_settings(tmp_path, monkeypatch, capsys):
+    """run --impls naive:group_size=2,fh end to end; --resume runs by the settings env.json holds."""
+    out = tmp_path / "r"
+    args = ["--config", TINY, "--rules", "hpca", "--impls", "naive:group_size=2,fh", "--what", "update",
+            "--batch-sizes", "2", "--seed", "5", "--no-progress", "--no-report"]
+    code, _, err = in_process(monkeypatch, capsys, "run", *args, "--out", out)
+    assert code == 0, err
+    frame = ResultSet(out).frame()
+    assert sorted(set(frame["label"])) == ["fh", "naive(G=2)"] and set(frame["status"]) == {"ok"}
+    assert set(frame["baseline"]) == {"naive(G=2)"}
+    assert set(frame.loc[frame["impl"] == "naive", "impl_options"]) == {'{"group_size": 2}'}
+    env = json.loads((out / "env.json").read_text())
+    expected = RunConfig(config=str(TINY), rules=["hpca"], impls=["naive:group_size=2", "fh"], what=["update"],
+                         batch_sizes=[2], seed=5)
+    assert RunConfig.from_dict(env["settings"], "env.json") == expected and env["env"]["seed"] == 5
+    # an interrupted run: only its first case written, and a setting changed in env.json, which --resume obeys
+    first = frame["case_id"].iloc[0]
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join([lines[0], *(line for line in lines[1:] if f",{first}," in line)]))
+    env["settings"]["max_case_seconds"] = 1e-9
+    (out / "env.json").write_text(json.dumps(env))
+    code, _, err = in_process(monkeypatch, capsys, "run", "--resume", out, "--seed", "5", "--no-report")
+    assert code == 2 and "--resume continues a run with its own grid and settings" in err, err
+    code, _, err = in_process(monkeypatch, capsys, "run", "--resume", out, "--no-progress", "--no-report")
+    assert code == 0, err
+    final = ResultSet(out).frame()
+    assert len(final) == len(frame) and set(final.loc[final["case_id"] == first, "status"]) == {"ok"}
+    rest = final[final["case_id"] != first]
+    assert set(rest["status"]) == {"skipped"} and rest["reason"].str.contains("--max-case-seconds").all()
+    # settings of another version are refused in one line, not guessed
+    del env["settings"]["shard"]
+    (out / "env.json").write_text(json.dumps(env))
+    code, _, err = in_process(monkeypatch, capsys, "run", "--resume", out, "--no-progress", "--no-report")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "are not those this hebbbench records" in lines[0], err
 
 
 def test_bad_input_from_a_real_process_has_no_traceback(tmp_path):
