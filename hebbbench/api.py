@@ -3,12 +3,14 @@
     import hebbbench
     df = hebbbench.run(preset="quick", rules=["hpca"], devices=["cpu"])   # a pandas DataFrame
 
-It writes the same result set as the CLI (``./results/<run-id>/`` unless ``out`` is given).
+It writes the same result set as the CLI (``./results/<run-id>/`` unless ``out`` is given). The
+run's settings are one :class:`RunConfig`.
 """
 
 from __future__ import annotations
 
-import sys
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,61 +47,100 @@ def parse_bytes(text: str | float | int | None) -> float | None:
     return value
 
 
-def plan(preset: str | None = None, *, config: str | Path | None = None, rules: list[str] | None = None,
-         impls: list[str] | None = None, what: list[str] | None = None, batch_sizes: list[int] | None = None,
-         dtypes: list[str] | None = None, devices: list[str] | None = None, group_size: list[int] | None = None,
-         sweeps: list[str] | None = None, case_seconds: float | None = None, imports: tuple[str, ...] = ()) -> Grid:
-    """The grid a run would use: a preset or file with the overrides applied (validated)."""
-    import_plugins(imports)
-    for name, values in (("batch size", batch_sizes), ("group size", group_size)):
-        if values is not None and any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-            raise UserError(f"{name}s must be positive integers, got {values}")
-    grid = load_grid(preset, config).override(sweeps=sweeps, rules=rules, impls=impls, what=what,
-                                              batch_sizes=batch_sizes, dtypes=dtypes, devices=devices,
-                                              group_size=group_size)
-    return grid.with_timing(case_seconds=case_seconds)
+@dataclass
+class RunConfig:
+    """What one ``hebbbench run`` takes: the grid (a preset or a file, with overrides) and how to run it.
+
+    The CLI, :func:`run` and ``hebbbench baseline update`` build one; env.json records it under
+    ``settings`` (:meth:`as_dict`) and ``--resume`` reads it back (:meth:`from_dict`).
+    """
+
+    preset: str | None = None  # a preset's name (default quick) ...
+    config: str | None = None  # ... or a grid TOML file (a Path is kept as its text)
+    sweeps: list[str] | None = None  # overrides of every sweep; None keeps the grid's
+    rules: list[str] | None = None  # patterns, or names with options: swta:temperature=0.05
+    impls: list[str] | None = None  # patterns, or names with options: naive:group_size=8
+    what: list[str] | None = None
+    batch_sizes: list[int] | None = None
+    dtypes: list[str] | None = None
+    devices: list[str] | None = None
+    case_seconds: float | None = None  # the timing cap per case; None keeps the grid's
+    seed: int = 0
+    threads: int | None = None
+    memory_budget: str | float | None = None  # '16GiB', '512MiB' or a number of GiB; None: 80 % of the device's
+    max_case_seconds: float = 60.0
+    imports: tuple[str, ...] = ()  # modules that register users' implementations
+    shard: str | None = None  # 'i/n': the i-th of n disjoint parts of the grid
+
+    def __post_init__(self) -> None:
+        self.config = None if self.config is None else str(self.config)
+        self.imports = tuple(self.imports)
+
+    def grid(self) -> Grid:
+        """The grid to run: the preset or file with the overrides applied (validated)."""
+        import_plugins(self.imports)
+        batches = self.batch_sizes
+        if batches is not None and any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in batches):
+            raise UserError(f"batch sizes must be positive integers, got {batches}")
+        grid = load_grid(self.preset, self.config).override(
+            sweeps=self.sweeps, rules=self.rules, impls=self.impls, what=self.what, batch_sizes=batches,
+            dtypes=self.dtypes, devices=self.devices)
+        return grid.with_timing(case_seconds=self.case_seconds)
+
+    def settings(self, grid: Grid, run_id: str = "") -> Settings:
+        """What a device worker needs to run the grid's cases."""
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"threads must be >= 1, got {self.threads}")
+        if self.max_case_seconds <= 0:
+            raise UserError(f"max-case-seconds must be > 0, got {self.max_case_seconds}")
+        return Settings(policy=grid.policy, seed=self.seed, threads=self.threads,
+                        memory_budget=parse_bytes(self.memory_budget), max_case_seconds=self.max_case_seconds,
+                        imports=self.imports, run_id=run_id, shard=parse_shard(self.shard))
+
+    def as_dict(self) -> dict[str, Any]:
+        """As written to env.json (``settings``)."""
+        return {**dataclasses.asdict(self), "imports": list(self.imports)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str) -> "RunConfig":
+        """The inverse of :meth:`as_dict`; UserError for settings that are not those of this version."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(raw, dict) or set(raw) != names:
+            found = sorted(raw) if isinstance(raw, dict) else raw
+            raise UserError(f"{where}: the run's settings {found} are not those this hebbbench records "
+                            f"({', '.join(sorted(names))}): start the run again")
+        return cls(**raw)
 
 
-def run(preset: str | None = None, *, config: str | Path | None = None, rules: list[str] | None = None,
-        impls: list[str] | None = None, what: list[str] | None = None, batch_sizes: list[int] | None = None,
-        dtypes: list[str] | None = None, devices: list[str] | None = None, group_size: list[int] | None = None,
-        sweeps: list[str] | None = None, out: str | Path | None = None, resume: str | Path | None = None, seed: int = 0,
-        threads: int | None = None, memory_budget: str | float | None = None, max_case_seconds: float = 60.0,
-        case_seconds: float | None = None, imports: tuple[str, ...] = (), shard: str | None = None,
+def run(preset: str | RunConfig | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
         progress: bool = False, console: Console | None = None, argv: list[str] | None = None,
-        isolate: bool = False) -> pd.DataFrame:
+        isolate: bool = False, **options: Any) -> pd.DataFrame:
     """Run a grid and return results.csv as a DataFrame (``df.attrs["path"]`` is the result set's folder).
 
-    ``shard="i/n"`` runs only the i-th of n disjoint parts of the grid (``hebbbench report`` merges them).
+    ``preset`` is a preset's name or a whole :class:`RunConfig`; ``options`` are the other fields of
+    :class:`RunConfig` (``config``, ``rules``, ``impls``, ..., ``shard="i/n"``: only the i-th of n
+    disjoint parts of the grid, which ``hebbbench report`` merges).
     """
-    if threads is not None and threads < 1:
-        raise UserError(f"threads must be >= 1, got {threads}")
-    if max_case_seconds <= 0:
-        raise UserError(f"max-case-seconds must be > 0, got {max_case_seconds}")
+    if isinstance(preset, RunConfig):
+        run_config = dataclasses.replace(preset, **options)
+    else:
+        run_config = RunConfig(preset=preset, **options)
     if resume is not None:
-        if any(v is not None for v in (preset, config, rules, impls, what, batch_sizes, dtypes, devices, group_size,
-                                       sweeps, out, shard)):
-            raise UserError("--resume continues a run with its own grid; give no grid options with it")
+        if run_config != RunConfig() or out is not None:
+            raise UserError("--resume continues a run with its own grid and settings; give no other run options "
+                            "with it")
         from hebbbench.store import ResultSet
 
         env = ResultSet.open(resume, "hebbbench run --resume").env()
-        saved = env.get("settings", {})
-        imports = tuple(saved.get("imports", ()))
-        import_plugins(imports)
+        run_config = RunConfig.from_dict(env.get("settings"), f"{resume}/env.json")
+        import_plugins(run_config.imports)
         grid = Grid.from_dict({k: v for k, v in env["grid"].items() if k not in ("name",)}, env["grid"]["name"],
                               f"{resume}/env.json")
-        settings = Settings(policy=grid.policy, seed=env["env"].get("seed", 0), threads=saved.get("threads"),
-                            memory_budget=saved.get("memory_budget"),
-                            max_case_seconds=saved.get("max_case_seconds", max_case_seconds),
-                            imports=imports, run_id=env["run_id"],
-                            shard=(env["shard"]["index"], env["shard"]["count"]) if env.get("shard") else None)
+        settings = run_config.settings(grid, run_id=env["run_id"])
         out = Path(resume)
     else:
-        grid = plan(preset, config=config, rules=rules, impls=impls, what=what, batch_sizes=batch_sizes,
-                    dtypes=dtypes, devices=devices, group_size=group_size, sweeps=sweeps, case_seconds=case_seconds,
-                    imports=imports)
-        settings = Settings(policy=grid.policy, seed=seed, threads=threads, memory_budget=parse_bytes(memory_budget),
-                            max_case_seconds=max_case_seconds, imports=tuple(imports), shard=parse_shard(shard))
+        grid = run_config.grid()
+        settings = run_config.settings(grid)
     all_cases = grid.expand(resolve=dev.resolve_devices)
     cases = shard_cases(all_cases, settings.shard)
     used = list(dict.fromkeys(c.device for c in cases))
@@ -108,7 +149,8 @@ def run(preset: str | None = None, *, config: str | Path | None = None, rules: l
         if settings.shard:
             settings.run_id += f"-shard{settings.shard[0]}of{settings.shard[1]}"
         out = Path(out) if out else Path("results") / settings.run_id
-    rs = open_run(Path(out), resume is not None, lambda: run_info(grid, settings, used, argv, len(cases), len(all_cases)))
+    rs = open_run(Path(out), resume is not None,
+                  lambda: run_info(grid, settings, run_config.as_dict(), used, argv, len(cases), len(all_cases)))
     done = rs.done_case_ids()
     todo = [c for c in cases if c.case_id not in done]
     emit = record(rs)

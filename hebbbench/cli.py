@@ -49,13 +49,15 @@ def run(
     preset: Annotated[Str, typer.Option("--preset", "-p", help="Preset grid (hebbbench list); default quick.")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A grid TOML file.")] = None,
     sweeps: Annotated[Str, typer.Option(help="Keep only these sweeps of the grid (patterns).")] = None,
-    rules: Annotated[Str, typer.Option(help="Rules, comma separated (fnmatch patterns).")] = None,
-    impls: Annotated[Str, typer.Option(help="Implementations, comma separated (patterns; !x excludes).")] = None,
+    rules: Annotated[Str, typer.Option(help="Rules, comma separated (fnmatch patterns, or a rule with options: "
+                                            "swta:temperature=0.05).")] = None,
+    impls: Annotated[Str, typer.Option(help="Implementations, comma separated (patterns, !x excludes; or one "
+                                            "with options, a variant each: naive:group_size=8,naive:group_size=128"
+                                            ",fh).")] = None,
     what: Annotated[Str, typer.Option(help="update, step or both.")] = None,
     batch_sizes: Annotated[Str, typer.Option("--batch-sizes", help="Batch sizes, e.g. 8,64.")] = None,
     dtypes: Annotated[Str, typer.Option(help="float32, float64, bfloat16, float16.")] = None,
     devices: Annotated[Str, typer.Option(help="auto, all, cpu, cuda, cuda:N.")] = None,
-    group_size: Annotated[Str, typer.Option("--group-size", help="naive's neurons per group, e.g. 8,128.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Result folder (default ./results/<run-id>).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Finish an interrupted run in this folder.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic inputs.")] = 0,
@@ -78,11 +80,13 @@ def run(
     from hebbbench import api
     from hebbbench.reports.summary import summary_tables
 
-    grid_args = dict(sweeps=split(sweeps), rules=split(rules), impls=split(impls), what=split(what),
-                     batch_sizes=split_ints(batch_sizes, "batch sizes"), dtypes=split(dtypes),
-                     devices=split(devices), group_size=split_ints(group_size, "group sizes"))
+    run_config = api.RunConfig(
+        preset=preset, config=config, sweeps=split(sweeps), rules=split(rules), impls=split(impls), what=split(what),
+        batch_sizes=split_ints(batch_sizes, "batch sizes"), dtypes=split(dtypes), devices=split(devices),
+        case_seconds=case_seconds, seed=seed, threads=threads, memory_budget=memory_budget,
+        max_case_seconds=max_case_seconds, imports=tuple(imports or ()), shard=shard)
     if dry_run:
-        grid = api.plan(preset, config=config, case_seconds=case_seconds, imports=tuple(imports or ()), **grid_args)
+        grid = run_config.grid()
         frame = api.dry_run(grid, memory_budget)
         table = Table(title=f"{grid.name}: {frame['case_id'].nunique()} cases, {len(frame)} timed variants (dry run)")
         for column in frame.columns:
@@ -91,10 +95,7 @@ def run(
             table.add_row(*(str(v) for v in line))
         out_console.print(table)
         return
-    frame = api.run(preset, config=config, out=out, resume=resume, seed=seed, threads=threads,
-                    memory_budget=memory_budget, max_case_seconds=max_case_seconds, case_seconds=case_seconds,
-                    imports=tuple(imports or ()), shard=shard, progress=progress, console=err_console, argv=sys.argv,
-                    **grid_args)
+    frame = api.run(run_config, out=out, resume=resume, progress=progress, console=err_console, argv=sys.argv)
     for table in summary_tables(frame, title=frame.attrs["path"]):
         out_console.print(table)
     out_console.print(f"results in {frame.attrs['path']}")
@@ -169,19 +170,10 @@ def reproduce(
 
     from hebbbench.measure.devices import resolve_devices
     from hebbbench.reports import reproduction
+    from hebbbench.rules.specs import parse_spec
     from hebbbench.suites.reproduce import reproduce as run_reproduce
 
-    variants = []
-    for item in split(impls):
-        impl, _, opts = item.partition(":")
-        options = {}
-        for pair in filter(None, opts.split(";")):
-            key, _, value = pair.partition("=")
-            try:
-                options[key] = int(value)
-            except ValueError:
-                raise UserError(f"--impls: option {pair!r} of {impl} must be name=integer") from None
-        variants.append((impl, options))
+    variants = [(spec.name, spec.kwargs) for spec in (parse_spec(item, "impl", "--impls") for item in split(impls))]
     if batches < 1:
         raise UserError(f"--batches must be >= 1, got {batches}")
     all_devices = resolve_devices(split(devices))
@@ -221,7 +213,7 @@ def scale(
                                                                            "network's).")] = None,
     rules: Annotated[str, typer.Option(help="Rules, comma separated.")] = "swta,hpca",
     impls: Annotated[str, typer.Option(help="Implementations, comma separated (each timed for the rules that "
-                                            "have it).")] = "fh,naive",
+                                            "have it), with options if any: naive:group_size=8.")] = "fh,naive",
     devices: Annotated[str, typer.Option(help="cpu (gloo, threads split over the ranks) and/or cuda (NCCL, one "
                                               "GPU per rank), comma separated.")] = "cpu",
     world_sizes: Annotated[Str, typer.Option("--world-sizes", help="Processes, e.g. 1,2,4 (default: 1 and powers "
@@ -277,18 +269,16 @@ def scale(
 
 @app.command()
 def profile(
-    rule: Annotated[str, typer.Option(help="Rule, e.g. hpca.")],
+    rule: Annotated[str, typer.Option(help="Rule, e.g. hpca, with options if any: swta:temperature=0.05.")],
     layer: Annotated[str, typer.Option(help="conv:C_in,C_out,kernel,input[,stride,padding], linear:D,M, or a "
                                             "preset's layer PRESET:SWEEP/LAYER (e.g. paper:6layer/conv2).")],
-    impl: Annotated[str, typer.Option(help="Implementation, e.g. fh, naive, loop.")] = "fh",
+    impl: Annotated[str, typer.Option(help="Implementation, e.g. fh, loop, naive:group_size=8.")] = "fh",
     batch: Annotated[Optional[int], typer.Option(help="Batch size (default: the preset sweep's, for a "
                                                       "preset's layer).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, float64, bfloat16, float16.")] = "float32",
     what: Annotated[str, typer.Option(help="update (the rule's ΔW) or step (a training step of the "
                                            "layer).")] = "update",
-    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="Rule or implementation option "
-                                                        "KEY=VALUE, e.g. group_size=8; repeatable.")] = None,
     tool: Annotated[str, typer.Option(help="torch (Chrome trace and operator table) or py-spy (speedscope "
                                            "and flame graph; pip install 'hebbbench[profile]').")] = "torch",
     repeat: Annotated[int, typer.Option(help="torch: calls profiled (after 2 warm-up calls).")] = 5,
@@ -300,6 +290,7 @@ def profile(
 ) -> None:
     """Run one case under a profiler: the same inputs and call that hebbbench run times."""
     from hebbbench import profiling
+    from hebbbench.rules.specs import parse_spec
 
     if tool not in profiling.TOOLS:
         raise UserError(f"unknown tool {tool!r}; allowed: {', '.join(profiling.TOOLS)}")
@@ -308,9 +299,11 @@ def profile(
     spec, preset_batch = profiling.parse_layer(layer)
     if batch is None and preset_batch is None:
         raise UserError("give --batch (the batch size) for a conv: or linear: layer")
-    target = profiling.Target(rule=rule, impl=impl, layer=spec, batch=batch if batch is not None else preset_batch,
+    rule_spec, impl_spec = parse_spec(rule, "rule", "--rule"), parse_spec(impl, "impl", "--impl")
+    target = profiling.Target(rule=rule_spec.name, impl=impl_spec.name, layer=spec,
+                              batch=batch if batch is not None else preset_batch,
                               device=profiling.resolve_device(device), dtype=dtype, what=what,
-                              options=profiling.parse_options(option), seed=seed, threads=threads)
+                              options={**rule_spec.kwargs, **impl_spec.kwargs}, seed=seed, threads=threads)
     profiling.check(target)
     folder = out or profiling.PROFILES / target.slug
     if tool == "torch":
@@ -362,10 +355,11 @@ def baseline_update(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run a preset and replace the baseline folder with it, only once the run has succeeded."""
+    from hebbbench.api import RunConfig
     from hebbbench.gate.baseline import PRESET, update
     from hebbbench.reports.summary import summary_tables
 
-    frame = update(preset or (None if config else PRESET), out, config=config, progress=progress,
+    frame = update(RunConfig(preset=preset or (None if config else PRESET), config=config), out, progress=progress,
                    console=err_console, argv=sys.argv)
     for table in summary_tables(frame, title=str(out)):
         out_console.print(table)

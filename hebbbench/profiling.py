@@ -100,28 +100,6 @@ def _preset_layer(preset: str, path: str, text: str) -> tuple[LayerSpec, int]:
     return layers[layer_name], sweep.batch_sizes[0]
 
 
-def parse_options(items: list[str] | None) -> dict[str, Any]:
-    """``["group_size=8", "temperature=0.1"]`` -> {"group_size": 8, "temperature": 0.1}."""
-    options: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--option {item!r}: expected KEY=VALUE, e.g. group_size=8")
-        options[key.strip()] = _value(value.strip())
-    return options
-
-
-def _value(text: str) -> Any:
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 @dataclass
 class Target:
     """What to profile: one implementation on one layer, batch, dtype, device and ``what``."""

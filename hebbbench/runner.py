@@ -285,16 +285,15 @@ def default_run_id(grid: Grid, devices: list[str]) -> str:
     return f"{grid.name}-{tag}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def run_info(grid: Grid, settings: Settings, devices: list[str], argv: list[str] | None,
-             cases: int, total_cases: int) -> dict[str, Any]:
+def run_info(grid: Grid, settings: Settings, run_settings: dict[str, Any], devices: list[str],
+             argv: list[str] | None, cases: int, total_cases: int) -> dict[str, Any]:
+    """env.json of a new run; ``run_settings`` are the run's settings as the API records them (RunConfig.as_dict)."""
     shard = settings.shard
     return {"run_id": settings.run_id, "started_at": now(), "finished_at": None, "status": "running",
             "devices": devices, "grid": grid.as_dict(), "grid_fingerprint": grid.fingerprint(),
             "cases": cases, "total_cases": total_cases,
             "shard": {"index": shard[0], "count": shard[1]} if shard else None,
-            "settings": {
-                "threads": settings.threads, "memory_budget": settings.memory_budget,
-                "max_case_seconds": settings.max_case_seconds, "imports": list(settings.imports)},
+            "settings": run_settings,
             "ceilings": {}, "calibration": CALIBRATION_KIND,
             "env": environment.collect(settings.seed, argv if argv is not None else sys.argv)}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hebbbench import cli
+from hebbbench.api import RunConfig
 from hebbbench.gate.baseline import update
 from hebbbench.errors import UserError
 from hebbbench.store import ResultSet
@@ -18,18 +19,18 @@ GRID = dict(config=TINY, rules=["hpca"], impls=["fh", "test-flaky"], what=["upda
 
 def test_update_replaces_the_baseline_only_after_a_successful_run(tmp_path, flaky):
     out = tmp_path / "baselines" / "tiny"
-    frame = update(None, out, **GRID)
+    frame = update(RunConfig(**GRID), out)
     assert set(frame["status"]) == {"ok"} and ResultSet.open(out).env()["status"] == "complete"
     first = (out / "results.csv").read_bytes()
     flaky.failing = True
     try:
         with pytest.raises(UserError, match=r"baseline .*tiny left as it was: 2 case\(s\) did not run ok"):
-            update(None, out, **GRID)
+            update(RunConfig(**GRID), out)
     finally:
         flaky.failing = False
     assert (out / "results.csv").read_bytes() == first
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]  # nothing left behind
-    update(None, out, **GRID)
+    update(RunConfig(**GRID), out)
     assert (out / "results.csv").read_bytes() != first  # new timings
     assert sorted(p.name for p in out.parent.iterdir()) == ["tiny"]
 
@@ -37,7 +38,7 @@ def test_update_replaces_the_baseline_only_after_a_successful_run(tmp_path, flak
 def test_update_refuses_a_folder_that_is_not_a_result_set(tmp_path, flaky):
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(UserError, match="refusing to replace .* it is not a result set"):
-        update(None, tmp_path, **GRID)
+        update(RunConfig(**GRID), tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 

@@ -41,12 +41,28 @@ def test_tiny_grid_expands_to_the_cross_product():
 
 
 def test_overrides_replace_every_sweep():
-    grid = load_grid("quick").override(rules=["hpca"], impls=["fh", "naive"], batch_sizes=[4],
-                                       group_size=[8, 16], dtypes=["float64"])
+    grid = load_grid("quick").override(rules=["hpca"], impls=["fh", "naive:group_size=8", "naive:group_size=16"],
+                                       batch_sizes=[4], dtypes=["float64"])
     cases = grid.expand(resolve=cpu)
     assert {c.rule for c in cases} == {"hpca"} and {c.batch for c in cases} == {4}
     assert {c.dtype for c in cases} == {"float64"}
     assert [v.label for v in cases[0].variants] == ["fh", "naive(G=8)", "naive(G=16)"]
+    assert [v.options for v in cases[0].variants] == [(), (("group_size", 8),), (("group_size", 16),)]
+
+
+def test_items_with_options_are_the_variants_of_their_impl_and_rule():
+    grid = load_grid("quick").override(rules=["hpca", "swta:temperature=0.05", "swta:temperature=0.5"],
+                                       impls=["fh*", "!fh-*", "naive", "naive:group_size=4"], what=["update"])
+    cases = [c for c in grid.expand(resolve=cpu) if c.sweep == "small" and c.layer.name == "fc"]
+    assert [c.case_id for c in cases] == ["small/hpca/fc/b16/float32/cpu/update",
+                                          "small/swta(T=0.05)/fc/b16/float32/cpu/update",
+                                          "small/swta(T=0.5)/fc/b16/float32/cpu/update"]
+    # naive is given options, so it runs with those only; fh, matched by a pattern, with its defaults
+    assert {tuple(v.label for v in c.variants) for c in cases} == {("fh", "naive(G=4)")}
+    assert cases[1].rule_options == (("temperature", 0.05),)
+    again = Grid.from_dict({k: v for k, v in grid.as_dict().items() if k != "name"}, grid.name, "env.json")
+    assert [(c.case_id, c.variants) for c in again.expand(resolve=cpu)] == \
+        [(c.case_id, c.variants) for c in grid.expand(resolve=cpu)]
 
 
 def test_exclusion_patterns():
@@ -66,10 +82,16 @@ def test_exclusion_patterns():
     ("dtypes = ['float8']\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]", "unknown dtype"),
     ("rules = ['nope']\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]", "unknown rule"),
     ("batch_sizes = [-1]\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]", "batch_sizes"),
-    ("[options.naive]\ngroup_size = 0\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]",
-     "group_size must be an integer >= 1"),
-    ("[options.naive]\ncolour = 1\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]",
-     "unknown option"),
+    ("impls = ['naive:group_size=0']\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]",
+     "bad.toml: naive:group_size=0: group_size must be an integer >= 1"),
+    ("impls = ['naive:colour=1']\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]",
+     "naive:colour=1: unknown option 'colour' for naive; allowed: group_size"),
+    ("[[sweep]]\nimpls = ['fh:group_size=8']\nlayers = [{kind='linear', in_features=2, out_features=2}]",
+     "fh:group_size=8: unknown option 'group_size' for fh; allowed: none"),
+    ("rules = ['swta:temperature=hot']\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]",
+     "swta:temperature=hot: temperature must be a number, got 'hot'"),
+    ("[options.naive]\ngroup_size = 8\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]",
+     r"\[options.\*\] tables are replaced by options in the rules and impls lists, e.g. impls = \["),
     ("[timing]\ncase_seconds = 0\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]",
      r"\[timing\]"),
     ("[timing]\nthreads = 0\n[[sweep]]\nlayers = [{kind='linear', in_features=2, out_features=2}]",

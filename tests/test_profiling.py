@@ -40,8 +40,8 @@ def test_bad_layer_specs(text, message):
 
 def test_profile_torch_writes_a_chrome_trace_of_the_timed_call(tmp_path, monkeypatch, capsys):
     out = tmp_path / "prof"
-    code, stdout, err = run_cli(monkeypatch, capsys, "profile", "--rule", "hpca", "--impl", "naive",
-                                "--option", "group_size=2", "--layer", "linear:12,5", "--batch", "3",
+    code, stdout, err = run_cli(monkeypatch, capsys, "profile", "--rule", "hpca", "--impl", "naive:group_size=2",
+                                "--layer", "linear:12,5", "--batch", "3",
                                 "--device", "cpu", "--tool", "torch", "--repeat", "2", "--out", str(out))
     assert code == 0, err
     trace = json.loads((out / "trace.json").read_text())
@@ -53,12 +53,15 @@ def test_profile_torch_writes_a_chrome_trace_of_the_timed_call(tmp_path, monkeyp
     assert json.loads((out / "case.json").read_text())["options"] == {"group_size": 2}
 
 
-def test_profile_step_and_a_conv_layer(tmp_path, monkeypatch, capsys):
-    code, _, err = run_cli(monkeypatch, capsys, "profile", "--rule", "swta", "--layer", "conv:2,4,3,5,1,1",
-                           "--batch", "2", "--what", "step", "--device", "cpu", "--repeat", "1",
+def test_profile_step_and_a_conv_layer_with_a_rule_option(tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "profile", "--rule", "swta:temperature=0.05", "--layer",
+                           "conv:2,4,3,5,1,1", "--batch", "2", "--what", "step", "--device", "cpu", "--repeat", "1",
                            "--out", str(tmp_path / "p"))
     assert code == 0, err
-    assert json.loads((tmp_path / "p" / "trace.json").read_text())["traceEvents"]
+    names = {event.get("name", "") for event in json.loads((tmp_path / "p" / "trace.json").read_text())["traceEvents"]}
+    assert "hebbbench.call swta(T=0.05)/fh" in names
+    case = json.loads((tmp_path / "p" / "case.json").read_text())
+    assert (case["rule"], case["impl"], case["options"]) == ("swta", "fh", {"temperature": 0.05})
 
 
 def test_profile_without_py_spy_names_the_extra(tmp_path, monkeypatch, capsys):
@@ -74,8 +77,13 @@ def test_profile_without_py_spy_names_the_extra(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--tool", "perf"], "unknown tool 'perf'; allowed: torch, py-spy"),
     (["--impl", "fast"], "unknown impl 'fast' for rule 'hpca'"),
-    (["--option", "group_size=0", "--impl", "naive"], "group_size must be an integer >= 1"),
-    (["--option", "nope"], "expected KEY=VALUE"),
+    (["--impl", "naive:group_size=0"], "--impl: naive:group_size=0: group_size must be an integer >= 1"),
+    (["--impl", "naive:group_size=x"], "--impl: naive:group_size=x: group_size must be an integer, got 'x'"),
+    (["--impl", "naive:nosuch=1"], "--impl: naive:nosuch=1: unknown option 'nosuch' for naive; allowed: group_size"),
+    (["--impl", "fh:group_size=8"], "--impl: fh:group_size=8: unknown option 'group_size' for fh; allowed: none"),
+    (["--impl", "naive:nope"], "--impl: naive:nope: expected impl:key=value[;key=value]"),
+    (["--rule", "hpca:temperature=0.1"], "--rule: hpca:temperature=0.1: unknown option 'temperature' for hpca; "
+                                         "allowed: none"),
     (["--dtype", "float8"], "unknown dtype 'float8'"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--batch", "0"], "batch size must be a positive integer, got 0"),
@@ -85,6 +93,14 @@ def test_profile_bad_input_is_one_line_exit_2(monkeypatch, capsys, args, message
                            *args)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and message in lines[0], err
+
+
+@pytest.mark.parametrize("removed", [["--option", "group_size=8"], ["-o", "group_size=8"]])
+def test_removed_option_flags_are_usage_errors(tmp_path, monkeypatch, capsys, removed):
+    code, _, err = run_cli(monkeypatch, capsys, "profile", "--rule", "hpca", "--impl", "naive", "--layer",
+                           "linear:8,4", "--batch", "2", *removed, "--out", str(tmp_path / "p"))
+    assert code == 2 and "No such option" in err and removed[0] in err, err
+    assert not (tmp_path / "p").exists()
 
 
 @pytest.mark.skipif(profiling.find_py_spy() is None, reason="py-spy is not installed (the profile extra)")

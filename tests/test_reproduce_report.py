@@ -67,6 +67,39 @@ def test_unknown_network_is_one_line_exit_2(monkeypatch, capsys):
     assert exit_info.value.code == 2 and len(err) == 1 and "resnet" in err[0]
 
 
+def test_impls_on_the_command_line_are_variants_with_their_options(monkeypatch, capsys):
+    """reproduce --impls in the one option syntax: parsed into (impl, options) pairs before anything runs."""
+    import hebbbench.suites.reproduce as reproduce_module
+    from hebbbench.errors import UserError
+
+    seen = []
+
+    def stop(**kwargs):
+        seen.append(kwargs["impls"])
+        raise UserError("stopped before running")
+
+    monkeypatch.setattr(reproduce_module, "reproduce", stop)
+    monkeypatch.setattr(sys, "argv", ["hebbbench", "reproduce", "--devices", "cpu", "--no-report",
+                                      "--impls", "naive:group_size=8,naive:group_size=128,fh"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2 and "stopped before running" in capsys.readouterr().err
+    assert seen == [[("naive", {"group_size": 8}), ("naive", {"group_size": 128}), ("fh", {})]]
+
+
+@pytest.mark.parametrize("impls, message", [
+    ("naive:group_size=x,fh", "--impls: naive:group_size=x: group_size must be an integer, got 'x'"),
+    ("naive:nosuch=1", "--impls: naive:nosuch=1: unknown option 'nosuch' for naive; allowed: group_size"),
+    ("fh:group_size=8", "--impls: fh:group_size=8: unknown option 'group_size' for fh; allowed: none"),
+])
+def test_bad_impl_options_are_one_line_exit_2(monkeypatch, capsys, impls, message):
+    monkeypatch.setattr(sys, "argv", ["hebbbench", "reproduce", "--devices", "cpu", "--impls", impls])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and message in err[0], err
+
+
 def test_per_layer_table_shows_the_time_the_run_used_for_an_estimated_layer(saved, tmp_path):
     """An over-budget layer's time is its one cold run (median_s), not the uncalibrated prediction."""
     import shutil

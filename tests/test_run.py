@@ -15,7 +15,9 @@ import pytest
 import torch
 
 import hebbbench
+from conftest import run_cli as in_process
 from hebbbench import cli, rules
+from hebbbench.api import RunConfig
 from hebbbench.store import CALIBRATION, CALIBRATION_KIND, COLUMNS, ResultSet
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"
@@ -102,7 +104,7 @@ def test_wrong_oom_and_unsupported_are_rows_not_crashes(tmp_path, register):
     register("hpca", "test-oom")(OutOfMemoryHPCA)
     register("hpca", "test-gpu-only")(GpuOnlyHPCA)
     frame = hebbbench.run(config=TINY, out=tmp_path / "r", rules=["hpca"],
-                          impls=["fh", "naive", "test-wrong", "test-oom", "test-gpu-only"])
+                          impls=["fh", "naive:group_size=3", "test-wrong", "test-oom", "test-gpu-only"])
     by = {label: part for label, part in frame.groupby("label")}
     assert set(by["test-wrong"]["status"]) == {"wrong"}
     assert by["test-wrong"]["median_s"].isna().all()
@@ -165,7 +167,12 @@ def test_resume_after_kill_neither_repeats_nor_misses(tmp_path):
     (["--impls", "nope"], "unknown impl 'nope'"),
     (["--dtypes", "float8"], "unknown dtype 'float8'"),
     (["--batch-sizes", "0"], "batch sizes must be positive integers"),
-    (["--group-size", "x"], "group sizes must be positive integers"),
+    (["--impls", "naive:nosuch=1,fh"], "command line: naive:nosuch=1: unknown option 'nosuch' for naive; "
+                                        "allowed: group_size"),
+    (["--impls", "naive:group_size=x"], "command line: naive:group_size=x: group_size must be an integer, got 'x'"),
+    (["--impls", "fh:group_size=8"], "command line: fh:group_size=8: unknown option 'group_size' for fh; "
+                                     "allowed: none"),
+    (["--rules", "swta:temperature=hot"], "swta:temperature=hot: temperature must be a number, got 'hot'"),
     (["--devices", "cuda:7"], "device 'cuda:7' is not available"),
     (["--devices", "tpu"], "unknown device 'tpu'"),
     (["--config", "missing.toml"], "config file missing.toml not found"),
@@ -188,6 +195,50 @@ def test_bad_input_one_line_exit_2_results_untouched(tmp_path, monkeypatch, caps
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], stderr
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["earlier"]
     assert (existing / "results.csv").read_text() == "precious\n"
+
+
+def test_removed_group_size_option_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = in_process(monkeypatch, capsys, "run", "--group-size", "8", "--no-report")
+    assert code == 2 and "No such option: --group-size" in err, err
+    assert not (tmp_path / "results").exists()
+
+
+def test_options_on_the_command_line_and_resume_through_the_saved_settings(tmp_path, monkeypatch, capsys):
+    """run --impls naive:group_size=2,fh end to end; --resume runs by the settings env.json holds."""
+    out = tmp_path / "r"
+    args = ["--config", TINY, "--rules", "hpca", "--impls", "naive:group_size=2,fh", "--what", "update",
+            "--batch-sizes", "2", "--seed", "5", "--no-progress", "--no-report"]
+    code, _, err = in_process(monkeypatch, capsys, "run", *args, "--out", out)
+    assert code == 0, err
+    frame = ResultSet(out).frame()
+    assert sorted(set(frame["label"])) == ["fh", "naive(G=2)"] and set(frame["status"]) == {"ok"}
+    assert set(frame["baseline"]) == {"naive(G=2)"}
+    assert set(frame.loc[frame["impl"] == "naive", "impl_options"]) == {'{"group_size": 2}'}
+    env = json.loads((out / "env.json").read_text())
+    expected = RunConfig(config=str(TINY), rules=["hpca"], impls=["naive:group_size=2", "fh"], what=["update"],
+                         batch_sizes=[2], seed=5)
+    assert RunConfig.from_dict(env["settings"], "env.json") == expected and env["env"]["seed"] == 5
+    # an interrupted run: only its first case written, and a setting changed in env.json, which --resume obeys
+    first = frame["case_id"].iloc[0]
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join([lines[0], *(line for line in lines[1:] if f",{first}," in line)]))
+    env["settings"]["max_case_seconds"] = 1e-9
+    (out / "env.json").write_text(json.dumps(env))
+    code, _, err = in_process(monkeypatch, capsys, "run", "--resume", out, "--seed", "5", "--no-report")
+    assert code == 2 and "--resume continues a run with its own grid and settings" in err, err
+    code, _, err = in_process(monkeypatch, capsys, "run", "--resume", out, "--no-progress", "--no-report")
+    assert code == 0, err
+    final = ResultSet(out).frame()
+    assert len(final) == len(frame) and set(final.loc[final["case_id"] == first, "status"]) == {"ok"}
+    rest = final[final["case_id"] != first]
+    assert set(rest["status"]) == {"skipped"} and rest["reason"].str.contains("--max-case-seconds").all()
+    # settings of another version are refused in one line, not guessed
+    del env["settings"]["shard"]
+    (out / "env.json").write_text(json.dumps(env))
+    code, _, err = in_process(monkeypatch, capsys, "run", "--resume", out, "--no-progress", "--no-report")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "are not those this hebbbench records" in lines[0], err
 
 
 def test_bad_input_from_a_real_process_has_no_traceback(tmp_path):

@@ -37,10 +37,10 @@ def report_of(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory):
-    """A real ``hebbbench scale`` run: world sizes 1 and 2, both paper rules, fh and naive."""
+    """A real ``hebbbench scale`` run: world sizes 1 and 2, both paper rules, fh and naive with G = 4."""
     out = tmp_path_factory.mktemp("scale") / "set"
     proc = subprocess.run([sys.executable, "-m", "hebbbench.cli", "scale", *SMALL, "--rules", "swta,hpca",
-                           "--impls", "fh,naive", "--world-sizes", "1,2", "--out", str(out)],
+                           "--impls", "fh,naive:group_size=4", "--world-sizes", "1,2", "--out", str(out)],
                           capture_output=True, text=True, timeout=TIMEOUT, cwd=out.parent)
     assert proc.returncode == 0, proc.stderr
     return out, proc
@@ -52,7 +52,7 @@ def test_scale_writes_one_row_per_world_size_rule_and_impl(scaled):
     assert list(frame.columns) == COLUMNS
     assert len(frame) == 8 and set(frame["status"]) == {"ok"}, frame[["status", "reason"]]
     assert sorted(zip(frame["world_size"], frame["rule"], frame["impl"])) == sorted(
-        (w, r, i) for w in (1, 2) for r in ("swta", "hpca") for i in ("fh", "naive"))
+        (w, r, i) for w in (1, 2) for r in ("swta", "hpca") for i in ("fh", "naive:group_size=4"))
     assert set(frame["global_batch"]) == {4}  # strong scaling: the global batch is fixed
     assert dict(zip(frame["world_size"], frame["rank_batch"])) == {1: 4, 2: 2}
     cores = available_cores()
@@ -106,10 +106,11 @@ def test_scale_report_has_figure_table_and_communication_per_layer(scaled, tmp_p
     image = matplotlib.image.imread(report / "scale.png")
     assert image.shape[0] >= 300 and image.shape[1] >= 900
     svg = (report / "scale.svg").read_text()
-    assert "throughput (images/s)" in svg and "world size w (processes)" in svg
+    assert "throughput (images/s" in svg and "world size w (processes)" in svg
     text = (report / "report.md").read_text()
     assert "**Strong scaling**" in text and "![throughput" in text
     assert text.count("| cpu | 2 |") == 4 and "fc5" in text and "M·D + 1" in text
+    assert "hpca/naive:group_size=4 GFLOP per rank" in text
     assert f"results in {out}" in proc.stdout and "report in reports/set" in proc.stdout
     # hebbbench report rewrites a scale set's report, elsewhere when asked
     code, stdout, err = run_cli(monkeypatch, capsys, "report", str(out), "--out", str(tmp_path / "again"))
@@ -163,6 +164,8 @@ def test_scale_refuses_more_ranks_than_gpus(tmp_path, monkeypatch, capsys):
     (["--scaling", "sideways"], "unknown scaling 'sideways'"),
     (["--batch", "1", "--world-sizes", "1,2"], "cannot be split over 2 ranks"),
     (["--impls", "nope"], "unknown impl 'nope'"),
+    (["--impls", "fh,naive:group_size=x"], "--impls: naive:group_size=x: group_size must be an integer, got 'x'"),
+    (["--impls", "fh:group_size=8"], "--impls: fh:group_size=8: unknown option 'group_size' for fh; allowed: none"),
     (["--devices", "tpu"], "unknown device 'tpu'"),
     (["--world-sizes", "0"], "world sizes must be positive"),
 ])

@@ -22,19 +22,20 @@ PRESET = "ci"
 FOLDER = Path("results/baselines/ci-cpu")
 
 
-def update(preset: str | None = PRESET, out: str | Path = FOLDER, **run_options: Any) -> pd.DataFrame:
-    """Run ``preset`` (or a grid file: ``preset=None, config=...``) and replace the folder ``out`` with its
-    result set; returns results.csv as a DataFrame. ``run_options`` go to :func:`hebbbench.api.run`."""
+def update(run_config: api.RunConfig | None = None, out: str | Path = FOLDER, **run_options: Any) -> pd.DataFrame:
+    """Run ``run_config`` (default: the ci preset) and replace the folder ``out`` with its result set; returns
+    results.csv as a DataFrame. ``run_options`` (progress, console, argv) go to :func:`hebbbench.api.run`."""
+    run_config = run_config or api.RunConfig(preset=PRESET)
     out = Path(out)
     if out.exists() and not ((out / ENV).is_file() and (out / RESULTS).is_file()) and any(out.iterdir()):
         raise UserError(f"refusing to replace {out}: it is not a result set")
-    api.plan(preset, config=run_options.get("config"))  # a bad grid fails before anything is created
+    run_config.grid()  # a bad grid fails before anything is created
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.new-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     try:
-        frame = api.run(preset, out=staging, **run_options)
+        frame = api.run(run_config, out=staging, **run_options)
         failed = frame[frame["status"] != "ok"]
         if len(failed):
             cases = ", ".join(f"{r.case_id} [{r.label}] {r.status}" for r in failed.head(3).itertuples())

@@ -142,8 +142,7 @@ def results_table(frame: pd.DataFrame) -> render.Table:
 
 def layers_table(env: dict) -> tuple[render.Table, str]:
     from hebbbench.nn.networks import LayerSpec, NetworkSpec
-    from hebbbench.rules import available
-    from hebbbench.suites.scale import communication_table
+    from hebbbench.suites.scale import ScaleConfig, communication_table
 
     spec_dict = dict(env["network"]["spec"])
     spec_dict["layers"] = tuple(LayerSpec(**layer) for layer in spec_dict["layers"])
@@ -151,7 +150,7 @@ def layers_table(env: dict) -> tuple[render.Table, str]:
     spec = NetworkSpec(**spec_dict)
     config = env.get("config", {})
     batch = config.get("batch") or spec.batch_size
-    variants = [(r, i) for r in config.get("rules", ()) for i in config.get("impls", ()) if (r, i) in available()]
+    variants = ScaleConfig(rules=tuple(config.get("rules", ())), impls=tuple(config.get("impls", ()))).variants()
     sizes = sorted({1, max(config.get("world_sizes") or [1])})
     table = communication_table(spec, batch, variants, tuple(sizes))
     columns = ["layer", "N (rows, whole batch)", "M", "D", "all-reduced: M·D + 1 (float32)",

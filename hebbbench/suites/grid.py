@@ -6,15 +6,12 @@ are timed together, interleaved. A grid file is a list of sweeps::
 
     description = "..."
     rules = ["swta", "hpca"]          # defaults for every sweep; a sweep may override them
-    impls = ["*", "!loop"]            # fnmatch patterns; "!pattern" excludes
+    impls = ["*", "!loop", "naive:group_size=8", "naive:group_size=128"]
     what = ["update", "step"]
     dtypes = ["float32"]
     devices = ["auto"]                # auto: every GPU, else the CPU; all: the CPU and every GPU
     batch_sizes = [8]
     baseline = "naive"                # speedup = median(baseline) / median(impl)
-
-    [options.naive]                   # implementation (or rule) options; a list gives variants
-    group_size = [8, 128]
 
     [timing]                          # TimingPolicy fields
     case_seconds = 2.0
@@ -25,6 +22,10 @@ are timed together, interleaved. A grid file is a list of sweeps::
       { name = "conv1", kind = "conv", in_channels = 3, out_channels = 32, kernel_size = 5, input_size = 16 },
       { name = "fc", kind = "linear", in_features = 1024, out_features = 256 },
     ]
+
+``rules`` and ``impls`` items are fnmatch patterns ("!pattern" excludes) or a name with options
+(``naive:group_size=8``, ``swta:temperature=0.05``: :mod:`hebbbench.rules.specs`), each such item
+one variant; a rule or implementation that no item gives options is run with its defaults.
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ import torch
 
 from hebbbench import rules
 from hebbbench.rules.conv import ConvGeometry
+from hebbbench.rules.specs import parse_spec
 from hebbbench.errors import UserError
 from hebbbench.measure.numerics import DTYPES
 from hebbbench.measure.timing import TimingPolicy
 
 WHATS = ("update", "step")
 SWEEP_KEYS = {"name", "layers", "rules", "impls", "what", "dtypes", "devices", "batch_sizes", "baseline"}
-TOP_KEYS = (SWEEP_KEYS - {"name", "layers"}) | {"description", "options", "timing", "sweep"}
+TOP_KEYS = (SWEEP_KEYS - {"name", "layers"}) | {"description", "timing", "sweep"}
 #: short names of options in labels: naive(G=8)
 OPTION_ALIASES = {"group_size": "G", "block_size": "b", "temperature": "T"}
 
@@ -234,12 +236,11 @@ class Sweep:
 
 @dataclass
 class Grid:
-    """A parsed grid: sweeps, implementation/rule options, the timing policy."""
+    """A parsed grid: sweeps (with their rules' and implementations' options), the timing policy."""
 
     name: str
     description: str
     sweeps: list[Sweep]
-    options: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     timing: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -257,6 +258,9 @@ class Grid:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], name: str, where: str) -> "Grid":
+        if "options" in raw:
+            raise UserError(f"{where}: [options.*] tables are replaced by options in the rules and impls lists, "
+                            'e.g. impls = ["naive:group_size=8", "fh"]')
         unknown = sorted(set(raw) - TOP_KEYS)
         if unknown:
             raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(TOP_KEYS))}")
@@ -272,16 +276,11 @@ class Grid:
             TimingPolicy(**timing)
         except (TypeError, ValueError) as exc:
             raise UserError(f"{where}: [timing]: {exc}") from None
-        options = raw.get("options", {})
-        if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
-            raise UserError(f"{where}: [options.NAME] tables map option names to values or lists")
-        options = {k: {o: (v if isinstance(v, list) else [v]) for o, v in t.items()} for k, t in options.items()}
         sweeps = [cls._sweep(s, defaults, f"{where}: sweep {i + 1}") for i, s in enumerate(sweeps_raw)]
         names = [s.name for s in sweeps]
         if len(set(names)) != len(names):
             raise UserError(f"{where}: sweep names must be unique, got {names}")
-        grid = cls(name=name, description=str(raw.get("description", "")), sweeps=sweeps,
-                   options=options, timing=dict(timing))
+        grid = cls(name=name, description=str(raw.get("description", "")), sweeps=sweeps, timing=dict(timing))
         grid.validate(where)
         return grid
 
@@ -324,28 +323,15 @@ class Grid:
             for dtype in sweep.dtypes:
                 if dtype not in DTYPES:
                     raise UserError(f"{where}: unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
-            for pattern in sweep.rules:
+            for pattern in names(sweep.rules, "rule", where):
                 if not fnmatch.filter(rules.rules(), pattern):
                     raise UserError(f"{where}: unknown rule {pattern!r}; allowed: {', '.join(rules.rules())}")
-            for pattern in sweep.impls:
+            for pattern in names(sweep.impls, "impl", where):
                 if not fnmatch.filter(rules.impls(), pattern.removeprefix("!")):
                     raise UserError(f"{where}: unknown impl {pattern!r}; allowed: {', '.join(rules.impls())}")
             if not self.pairs(sweep):
                 raise UserError(f"{where}: sweep {sweep.name!r}: no registered implementation of rules "
                                 f"{list(sweep.rules)} matches impls {list(sweep.impls)}")
-        for target, opts in self.options.items():
-            if target not in rules.rules() and target not in rules.impls():
-                raise UserError(f"{where}: [options.{target}] names no rule or impl; "
-                                f"allowed: {', '.join(rules.rules() + rules.impls())}")
-            classes = ([rules.rule_class(target)] if target in rules.rules()
-                       else [rules.lookup(r, i) for r, i in rules.available("*", target)])
-            accepted = set().union(*(c.default_options() for c in classes))
-            for option, values in opts.items():
-                if option not in accepted:
-                    raise UserError(f"{where}: unknown option {option!r} in [options.{target}]; "
-                                    f"allowed: {', '.join(sorted(accepted)) or 'none'}")
-                if not values:
-                    raise UserError(f"{where}: [options.{target}] has an empty list")
         for case in self.expand(devices_resolved=False):  # option names and values checked once
             for variant in case.variants:
                 try:
@@ -354,16 +340,14 @@ class Grid:
                     raise UserError(f"{where}: {exc}") from None
 
     def pairs(self, sweep: Sweep) -> list[tuple[str, str]]:
-        return [(r, i) for r, i in rules.available()
-                if matches(r, sweep.rules) and matches(i, sweep.impls)]
+        rule_names, impl_names = names(sweep.rules, "rule"), names(sweep.impls, "impl")
+        return [(r, i) for r, i in rules.available() if matches(r, rule_names) and matches(i, impl_names)]
 
     # -- overrides --------------------------------------------------------------------
     def override(self, **changes: Any) -> "Grid":
         """Replace a sweep field (rules, impls, what, dtypes, devices, batch_sizes) in every sweep;
-        ``group_size`` sets the option of every implementation that takes one; ``sweeps`` keeps
-        the sweeps whose names match."""
+        ``sweeps`` keeps the sweeps whose names match."""
         sweeps = list(self.sweeps)
-        options = {k: dict(v) for k, v in self.options.items()}
         for key, value in changes.items():
             if value is None:
                 continue
@@ -373,15 +357,10 @@ class Grid:
                     raise UserError(f"no sweep matches {list(value)}; sweeps: {', '.join(s.name for s in sweeps)}")
                 sweeps = kept
                 continue
-            if key == "group_size":
-                for impl in rules.impls():
-                    if any("group_size" in rules.lookup(r, i).default_options() for r, i in rules.available("*", impl)):
-                        options.setdefault(impl, {})["group_size"] = list(value)
-                continue
             if key not in {"rules", "impls", "what", "dtypes", "devices", "batch_sizes"}:
                 raise ValueError(f"cannot override {key!r}")
             sweeps = [dataclasses.replace(s, **{key: tuple(value)}) for s in sweeps]
-        grid = Grid(self.name, self.description, sweeps, options, dict(self.timing))
+        grid = Grid(self.name, self.description, sweeps, dict(self.timing))
         grid.validate("command line")
         return grid
 
@@ -391,19 +370,22 @@ class Grid:
             TimingPolicy(**timing)
         except (TypeError, ValueError) as exc:
             raise UserError(f"timing: {exc}") from None
-        return Grid(self.name, self.description, self.sweeps, self.options, timing)
+        return Grid(self.name, self.description, self.sweeps, timing)
 
     # -- expansion --------------------------------------------------------------------
-    def variants(self, rule: str, impl: str) -> list[Variant]:
+    @staticmethod
+    def variants(sweep: Sweep, rule: str, impl: str) -> list[Variant]:
+        """The sweep's items with options for ``impl`` (those this rule's ``impl`` accepts), in order; else its defaults."""
         accepted = rules.lookup(rule, impl).default_options()
-        opts = {k: v for k, v in self.options.get(impl, {}).items() if k in accepted}
-        keys = sorted(opts)
-        return [Variant(impl, tuple(zip(keys, combo))) for combo in itertools.product(*(opts[k] for k in keys))]
+        given = [s.options for s in map(parse_spec, sweep.impls) if s.name == impl and s.options]
+        return [Variant(impl, tuple((k, v) for k, v in opts if k in accepted))
+                for opts in given] or [Variant(impl)]
 
-    def rule_options(self, rule: str) -> list[tuple[tuple[str, Any], ...]]:
-        opts = self.options.get(rule, {})
-        keys = sorted(opts)
-        return [tuple(zip(keys, combo)) for combo in itertools.product(*(opts[k] for k in keys))]
+    @staticmethod
+    def rule_options(sweep: Sweep, rule: str) -> list[tuple[tuple[str, Any], ...]]:
+        """The sweep's items with options for ``rule``, in order; else its defaults."""
+        given = [s.options for s in (parse_spec(t, "rule") for t in sweep.rules) if s.name == rule and s.options]
+        return list(dict.fromkeys(given)) or [()]
 
     def expand(self, devices_resolved: bool = True, resolve=None) -> list[Case]:
         """Every case of the grid, in a stable order. ``resolve`` maps device names (auto, all) to devices."""
@@ -414,9 +396,9 @@ class Grid:
             if devices_resolved:
                 devices = resolve(devices) if resolve else devices
             for rule in sorted({r for r, _ in pairs}):
-                variants = tuple(v for r, i in pairs if r == rule for v in self.variants(r, i))
+                variants = tuple(dict.fromkeys(v for r, i in pairs if r == rule for v in self.variants(sweep, r, i)))
                 for rule_opts, layer, batch, dtype, device, what in itertools.product(
-                        self.rule_options(rule), sweep.layers, sweep.batch_sizes, sweep.dtypes, devices, sweep.what):
+                        self.rule_options(sweep, rule), sweep.layers, sweep.batch_sizes, sweep.dtypes, devices, sweep.what):
                     cases.append(Case(sweep.name, rule, rule_opts, layer, batch, dtype, device, what,
                                       variants, sweep.baseline))
         ids = [c.case_id for c in cases]
@@ -432,8 +414,7 @@ class Grid:
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved grid, as written to env.json (and read back by --resume)."""
-        return {"name": self.name, "description": self.description, "options": self.options,
-                "timing": self.timing,
+        return {"name": self.name, "description": self.description, "timing": self.timing,
                 "sweep": [{"name": s.name, "layers": [layer.as_dict() for layer in s.layers],
                            "rules": list(s.rules), "impls": list(s.impls), "what": list(s.what),
                            "dtypes": list(s.dtypes), "devices": list(s.devices),
@@ -460,6 +441,11 @@ def shard_cases(cases: list[Case], shard: tuple[int, int] | None) -> list[Case]:
         return cases
     i, n = shard
     return cases[i - 1::n]
+
+
+def names(items: tuple[str, ...], kind: str, where: str = "") -> tuple[str, ...]:
+    """The rule or impl names (patterns) of ``items``, their options checked and left out."""
+    return tuple(parse_spec(item, kind, where).name for item in items)
 
 
 def matches(name: str, patterns: tuple[str, ...]) -> bool:

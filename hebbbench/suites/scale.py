@@ -68,6 +68,7 @@ from hebbbench import store
 from hebbbench.errors import UserError
 from hebbbench.nn.networks import NETWORKS, NetworkSpec, build_network, layer_shapes, scale_spec
 from hebbbench.nn.training import load_weights, weights
+from hebbbench.rules.specs import parse_spec
 
 KIND = store.Kind.SCALE
 SCHEMA_VERSION = store.SCHEMA_VERSION
@@ -94,7 +95,7 @@ class ScaleConfig:
     width: float = 1.0  # every layer's C_out times this (scale_spec), for smaller test networks
     input_size: int | None = None
     rules: tuple[str, ...] = ("swta", "hpca")
-    impls: tuple[str, ...] = ("fh", "naive")
+    impls: tuple[str, ...] = ("fh", "naive")  # as written, options included: naive:group_size=8
     devices: tuple[str, ...] = ("cpu",)
     world_sizes: tuple[int, ...] = (1, 2)
     batch: int | None = None  # strong: the global batch; weak: each rank's (default: the network's)
@@ -120,7 +121,8 @@ class ScaleConfig:
 
     def variants(self) -> list[tuple[str, str]]:
         """The (rule, impl) pairs to time: every rule with each of the impls registered for it."""
-        return [(rule, impl) for rule in self.rules for impl in self.impls if (rule, impl) in rules.available()]
+        return [(rule, impl) for rule in self.rules for impl in self.impls
+                if (rule, parse_spec(impl).name) in rules.available()]
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,7 +141,8 @@ def check(config: ScaleConfig) -> None:
             rules.rule_class(rule)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    for impl in config.impls:  # an impl some of the rules lack is timed for the others
+    for item in config.impls:  # an impl some of the rules lack is timed for the others
+        impl = parse_spec(item, "impl", "--impls").name
         if not any((rule, impl) in rules.available() for rule in config.rules):
             raise UserError(f"unknown impl {impl!r} for rule{'s' if len(config.rules) > 1 else ''} "
                             f"{', '.join(config.rules)}; allowed: "
@@ -196,9 +199,9 @@ def measure(comm: Comm, config: ScaleConfig, device: str, scratch: str | None = 
     out: list[dict[str, Any]] = []
     for rule, impl in config.variants():
         result: dict[str, Any] = {"rule": rule, "impl": impl, "world_size": w}
-        if not rules.lookup(rule, impl).supports(device):
-            result.update(status="skipped", reason=f"{rule}/{impl} runs on "
-                                                    f"{', '.join(rules.lookup(rule, impl).device_types)} only")
+        cls = rules.lookup(rule, parse_spec(impl).name)
+        if not cls.supports(device):
+            result.update(status="skipped", reason=f"{rule}/{impl} runs on {', '.join(cls.device_types)} only")
         else:
             try:
                 result.update(_time_case(comm, config, device, rule, impl, mine))
@@ -215,7 +218,8 @@ def measure(comm: Comm, config: ScaleConfig, device: str, scratch: str | None = 
 
 def _time_case(comm: Comm, config: ScaleConfig, device: str, rule: str, impl: str,
                mine: list[torch.Tensor]) -> dict[str, Any]:
-    net = build_network(config.spec(), rule, impl, device=device, seed=config.seed)
+    variant = parse_spec(impl)
+    net = build_network(config.spec(), rule, variant.name, device=device, seed=config.seed, **variant.kwargs)
     dp = DataParallel(net, comm, reduce=config.reduce)
     start = weights(net)
     # warm-up by time: every rank steps until all agree that warmup_s has passed (at least one step)
@@ -501,7 +505,8 @@ def communication_table(spec: NetworkSpec, batch: int, variants: list[tuple[str,
             "layer": shape.name, "n": n, "m": m, "d": d, "update_numbers": m * d + 1, "update_bytes": 4 * (m * d + 1),
             "separate_numbers": m * d + m * m, "batchnorm_bytes": 8 * (2 * m + 1)}
         for rule, impl in variants:
-            cost = rules.get(rule, impl)
+            variant = parse_spec(impl)
+            cost = rules.get(rule, variant.name, **variant.kwargs)
             for w in world_sizes:
                 rows = n // batch * math.ceil(batch / w)  # a rank's rows: ⌈B/w⌉ images
                 line[f"{rule}/{impl} w={w} gflop"] = cost.flops(rows, m, d) / 1e9
