@@ -7,9 +7,10 @@ at the step's starting weights (:func:`layer_inputs`). The classifier is not par
 Hebbian step.
 
 For timing (DESIGN.md §4) each implementation gets one closure for the whole step
-and one per layer for the layer's update alone (ΔW and W ← W + ηΔW, on the layer's
-actual input captured from a forward pass); ``reset`` closures restore the starting
-weights before every sample.
+(:func:`step_call`, with the applies W ← W + ηΔW) and one per layer for the layer's update
+(:func:`update_call`: ΔW alone, on the layer's actual input captured from a forward pass, as
+``hebbbench run --what update`` times it); ``reset`` closures restore the starting weights
+before every step sample.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ def weights(net: HebbianNetwork) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def load_weights(net: HebbianNetwork, state: Mapping[str, Tensor], names: Sequence[str] | None = None) -> None:
-    """Copy ``state`` (from :func:`weights`) into the Hebbian layers (all, or those in ``names``)."""
-    for name in names if names is not None else state:
+def load_weights(net: HebbianNetwork, state: Mapping[str, Tensor]) -> None:
+    """Copy ``state`` (from :func:`weights`) into the Hebbian layers."""
+    for name in state:
         net.hebbian_layers[name].weight.copy_(state[name])
 
 
@@ -63,19 +64,16 @@ def step_call(net: HebbianNetwork, batches: Sequence[Tensor]) -> Callable[[], Te
 
 
 def update_call(net: HebbianNetwork, name: str, inputs: Tensor, responses: Tensor) -> Callable[[], Tensor]:
-    """A closure computing layer ``name``'s ΔW on the captured input and applying it."""
+    """A closure computing layer ``name``'s ΔW on the captured input (the update alone: nothing applied)."""
     layer = net.hebbian_layers[name]
 
     @torch.no_grad()
     def call() -> Tensor:
-        dw = layer.delta(inputs, responses)  # (M,D)
-        layer.apply_update(dw)
-        return dw
+        return layer.delta(inputs, responses)  # (M,D)
 
     return call
 
 
-def reset_call(net: HebbianNetwork, state: Mapping[str, Tensor],
-               names: Sequence[str] | None = None) -> Callable[[], None]:
-    """A closure restoring the starting weights (of all layers, or of ``names``)."""
-    return lambda: load_weights(net, state, names)
+def reset_call(net: HebbianNetwork, state: Mapping[str, Tensor]) -> Callable[[], None]:
+    """A closure restoring the starting weights."""
+    return lambda: load_weights(net, state)
