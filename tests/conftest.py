@@ -156,6 +156,39 @@ def skip_unavailable(why: rules.Unavailable) -> NoReturn:
     pytest.skip(str(why))
 
 
+def spy_step_forms(monkeypatch, impl: str) -> list:
+    """Record each call of the whole-step forms that ``impl``'s ``wrap_step`` returns (one entry, the layer, per call).
+
+    ``fh-compiled``: its own wrap_step, traced by dynamo into a graph run by the cheap "eager"
+    backend (its updates too). ``fh-graph`` needs CUDA: on the CPU a stand-in that runs here,
+    with fh's update and, as its step form, the eager step: enough to see where the forms are used.
+    """
+    from hebbbench.rules import compiled, graphed
+
+    calls: list = []
+    if impl == "fh-compiled":
+        mixin, real = compiled.Compiled, compiled.Compiled.wrap_step
+        monkeypatch.setattr(compiled, "BACKEND", "eager")
+    else:
+        mixin = graphed.Graphed
+        monkeypatch.setattr(mixin, "device_types", ("cpu", "cuda"))
+        monkeypatch.setattr(mixin, "delta", lambda self, x, y, w: self.eager_form().delta(x, y, w))
+
+        def real(self, layer, step_with):
+            return step_with(self.eager_form())
+
+    def wrap_step(self, layer, step_with):
+        form = real(self, layer, step_with)
+
+        def step(inputs):
+            calls.append(layer)
+            return form(inputs)
+        return step
+
+    monkeypatch.setattr(mixin, "wrap_step", wrap_step)
+    return calls
+
+
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """``hebbbench ARGS...`` in this process: (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["hebbbench", *map(str, args)])

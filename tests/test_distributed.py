@@ -1,8 +1,8 @@
 """Data-parallel Hebbian training: 2 gloo processes with half a batch each = 1 process with the whole batch.
 
 The two-process checks run in one launch (spawning costs seconds on a loaded machine);
-the parent computes the single-process reference with the paper's step
-(``hebbbench.nn.training.hebbian_step``), not with the data-parallel code.
+the parent computes the single-process reference with the plain step
+(``HebbianNetwork.hebbian_step``), not with the data-parallel reduction.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import spy_step_forms
 from hebbbench.nn.parallel import Comm, DataParallel, RankFailed, SyncBatchNorm, launch_local, shard
 from hebbbench.nn.networks import build_network, layer_shapes, scale_spec
 from hebbbench.measure.numerics import relative_error
 from hebbbench.nn.training import weights
+from hebbbench.rules import compiled
 
 #: a small 6-layer net: conv 3→12 k5, 12→16, 16→24, 24→32, fc 288→512 at batch 8.
 SPEC = scale_spec("6layer", width=1 / 8, batch_size=8)
@@ -107,18 +109,67 @@ def test_two_rank_launch_is_quick(two_ranks):
     assert seconds < 240  # a hang is cut by launch_local's timeout long before pytest's
 
 
-def test_one_rank_without_a_process_group_is_the_plain_step():
+@pytest.mark.parametrize("impl", ["fh", "naive"])
+def test_one_rank_without_a_process_group_is_the_plain_step_bit_for_bit(impl):
+    """Uneven batches of 7: a reduction's B·ΔW / B would round differently; one rank reduces nothing."""
     for rule in LR:
-        dp_net = build_network(SPEC, rule, "fh", seed=3, lr=LR[rule])
-        start = weights(dp_net)
+        dp_net = build_network(SPEC, rule, impl, seed=3, lr=LR[rule])
         dp = DataParallel(dp_net)
         assert dp.comm.size == 1
-        for images in batches(8):
+        single = build_network(SPEC, rule, impl, seed=3, lr=LR[rule])
+        start = weights(single)
+        for images in batches(7):
             dp.step(images)
-        reference = train_single(rule, "fh", 8)
-        for name, ref in reference.items():
-            assert relative_error(change(dp_net, start)[name], ref) < 1e-6
+            single.hebbian_step(images)
+        for name, w in weights(single).items():
+            assert torch.equal(weights(dp_net)[name], w), (rule, name)
+            assert relative_error(w, start[name]) > 1e-4, (rule, name)  # the steps moved it
         assert dp.comm.traffic == {}
+
+
+class _Mirror:
+    """A stand-in for a two-rank Comm whose other rank holds the same shard: every sum is twice this one."""
+
+    size = 2
+
+    def __init__(self):
+        self.kinds = []
+
+    def all_reduce(self, tensor, kind):
+        self.kinds.append(kind)
+        return tensor.mul_(2)
+
+
+@pytest.mark.parametrize("impl", ["fh", "fh-compiled", "fh-graph"])
+@pytest.mark.parametrize("reduce", ["bucket", "layer"])
+def test_the_reduction_runs_inside_the_step_forms_and_gives_the_plain_step(monkeypatch, impl, reduce):
+    """Two ranks with the same shard (``_Mirror``) train the weights one process trains on it; the
+    partial sums are written inside each layer's step form (fh-compiled: one compiled graph per layer,
+    the write included; fh-graph: its stand-in on the CPU, see conftest.spy_step_forms)."""
+    forms = spy_step_forms(monkeypatch, impl) if impl != "fh" else []
+    graphs = []
+    if impl == "fh-compiled":
+        def counting_backend(gm, example_inputs):
+            graphs.append(gm)
+            return gm.forward
+
+        monkeypatch.setattr(compiled, "BACKEND", counting_backend)
+    rule, layers = "swta", len(layer_shapes(SPEC))
+    dp_net, single = (build_network(SPEC, rule, impl, seed=3, lr=LR[rule]) for _ in range(2))
+    start = weights(single)
+    comm = _Mirror()
+    dp = DataParallel(dp_net, comm, reduce=reduce, broadcast=False)
+    for images in batches(7):
+        dp.step(images)
+        single.hebbian_step(images)
+    assert comm.kinds.count("update") == STEPS * (1 if reduce == "bucket" else layers)
+    for name, w in weights(single).items():
+        assert relative_error(w, start[name]) > 1e-3, name
+        assert relative_error(weights(dp_net)[name], w) < 1e-5, name
+    if impl != "fh":  # each layer's step form ran once per step, in each network
+        assert len(forms) == 2 * STEPS * layers
+    if impl == "fh-compiled":  # a graph per layer step and form, no graph break at the write
+        assert len(graphs) == 2 * layers
 
 
 class _Capture:

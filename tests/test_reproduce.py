@@ -7,11 +7,14 @@ import math
 import pytest
 import torch
 
+from conftest import spy_step_forms
 from hebbbench import rules
 from hebbbench.measure.ceilings import Ceilings
 from hebbbench.measure.costmodel import Calibration
+from hebbbench.nn.layers import HebbianLayer
 from hebbbench.errors import UserError
 from hebbbench.nn.networks import scale_spec
+from hebbbench.suites import netcase
 from hebbbench.suites.reproduce import LAYER_COLUMNS, SAMPLE_COLUMNS, STEP_COLUMNS, reproduce, variant_label
 from hebbbench.measure.timing import TimingPolicy
 
@@ -69,6 +72,50 @@ def test_samples_are_the_raw_timings(result):
     fh_step = s[(s.rule == "hpca") & (s.variant == "fh") & (s.layer == "step")]
     row = result.steps[(result.steps.rule == "hpca") & (result.steps.variant == "fh")].iloc[0]
     assert len(fh_step) == row.n_samples and fh_step.seconds.median() == pytest.approx(row.median_s)
+
+
+@pytest.mark.parametrize("impl", ["fh-compiled", "fh-graph"])
+def test_steps_time_the_whole_step_forms_and_layers_time_the_update_alone(monkeypatch, impl):
+    """The step rows time each layer's step in the implementation's own form (``wrap_step``); the
+    per-layer rows time ΔW alone (as ``run --what update``): no step form runs, no weight moves."""
+    forms = spy_step_forms(monkeypatch, impl)
+    timed = []  # (labels, step forms called while timing them)
+    interleaved = netcase.time_interleaved
+
+    def recording(calls, *args, **kwargs):
+        before = len(forms)
+        out = interleaved(calls, *args, **kwargs)
+        timed.append((sorted(calls), len(forms) - before, out))
+        return out
+
+    monkeypatch.setattr(netcase, "time_interleaved", recording)
+    r = run(rules=["swta"], impls=[(impl, {})])
+    layers = len(r.layers) // 2
+    assert (r.layers.status == "ok").all() and (r.steps.status == "ok").all()
+    *per_layer, (labels, steps_forms, step_timings) = timed
+    assert len(per_layer) == layers and all(calls == 0 for _, calls, _ in per_layer)
+    assert labels == ["fh", impl]
+    samples = len(step_timings[impl].samples)
+    assert samples == r.steps.set_index("variant").n_samples[impl] >= 2
+    assert steps_forms >= layers * samples and steps_forms % layers == 0  # every sample ran every layer's form
+
+
+def test_per_layer_rows_apply_nothing(monkeypatch):
+    """An update is ΔW alone: timing the layers applies nothing (so no weights to restore); the steps do."""
+    applied = []
+    apply_update = HebbianLayer.apply_update
+    monkeypatch.setattr(HebbianLayer, "apply_update", lambda self, dw: (applied.append(self), apply_update(self, dw)))
+    interleaved, during = netcase.time_interleaved, []
+
+    def counting(calls, *args, **kwargs):
+        before = len(applied)
+        out = interleaved(calls, *args, **kwargs)
+        during.append(len(applied) - before)
+        return out
+
+    monkeypatch.setattr(netcase, "time_interleaved", counting)
+    run(rules=["hpca"], impls=[("fh", {})])
+    assert during[:-1] == [0] * len(SMALL.layers) and during[-1] > 0  # the layers' updates, then the steps
 
 
 def test_over_budget_naive_is_estimated_and_marked():

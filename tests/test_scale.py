@@ -14,11 +14,12 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, spy_step_forms
 from hebbbench import cli
 from hebbbench.measure.devices import cuda_count
 from hebbbench.nn.networks import layer_shapes, scale_spec
-from hebbbench.suites.scale import COLUMNS, available_cores
+from hebbbench.nn.parallel import Comm
+from hebbbench.suites.scale import COLUMNS, ScaleConfig, available_cores, measure
 
 #: a very small 6-layer net: conv 3→6 k5, 6→8, 8→12, 12→16, fc 144→256.
 SMALL = ["--width", "0.0625", "--batch", "4", "--steps", "2", "--warmup", "0"]
@@ -44,6 +45,19 @@ def scaled(tmp_path_factory):
                           capture_output=True, text=True, timeout=TIMEOUT, cwd=out.parent)
     assert proc.returncode == 0, proc.stderr
     return out, proc
+
+
+@pytest.mark.parametrize("impl", ["fh-compiled", "fh-graph"])
+def test_scale_times_the_whole_step_forms(monkeypatch, impl):
+    """Every warm-up and timed step runs each layer's step in the implementation's own form (wrap_step)."""
+    forms = spy_step_forms(monkeypatch, impl)
+    config = ScaleConfig(width=0.0625, batch=4, steps=2, warmup_s=0, rules=("swta",), impls=(impl,),
+                         world_sizes=(1,))
+    [result] = measure(Comm(), config, "cpu")
+    assert result["status"] == "ok", result["reason"]
+    steps = result["warmup_steps"] + config.steps
+    assert len({id(layer) for layer in forms}) == len(SHAPES)
+    assert forms == forms[:len(SHAPES)] * steps  # every step: each layer's form once, bottom to top
 
 
 def test_scale_writes_one_row_per_world_size_rule_and_impl(scaled):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from torch.nn import functional as F
+
+from hebbbench import rules
 from hebbbench.nn.networks import build_network, scale_spec
 from hebbbench.measure.numerics import relative_error
-from hebbbench.measure.timing import TimingPolicy
-from hebbbench.nn.training import STEP, hebbian_step, layer_inputs, load_weights, time_breakdown, weights
+from hebbbench.nn.step import network_step
+from hebbbench.nn.training import layer_inputs, load_weights, weights
 
 SMALL = scale_spec("6layer", width=1 / 8, batch_size=4)  # M = 12, 16, 24, 32, 512
 
@@ -24,13 +27,41 @@ def test_step_updates_every_layer_on_its_pre_update_input(rule):
     untouched = build_network(SMALL, rule, "fh", lr=1e-2)  # the same starting weights
     images = batches(1)[0]
     captured = layer_inputs(net, images)
-    hebbian_step(net, images)
+    network_step(net, images)
     for name, layer in net.hebbian_layers.items():
         inputs, responses = captured[name]
         start = untouched.hebbian_layers[name]
         torch.testing.assert_close(responses, start(inputs))  # responses at the starting weights
         expected = start.weight + 1e-2 * start.delta(inputs, responses).view_as(start.weight)
         assert relative_error(layer.weight, expected) < 1e-6, name
+
+
+@pytest.mark.parametrize("rule", ["swta", "hpca"])
+def test_network_step_in_float64_is_the_layer_by_layer_maths(rule):
+    """fh in float64: every layer's W + η ΔW, ΔW the rule's per-sample formula on the layer's pre-update
+    input, and the next layer's input pool(relu(bn(S))) of its responses at the starting weights."""
+    spec = scale_spec("6layer", width=1 / 8, batch_size=2, input_size=24)  # convs: stride 1, no padding
+    net = build_network(spec, rule, "fh", dtype=torch.float64, lr=1e-2)
+    start = weights(net)
+    images = torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    out = net.hebbian_step(images)
+    maths = rules.get(rule, "fh")  # .reference: the per-sample sum, in float64
+    h = images
+    for name, layer in net.hebbian_layers.items():
+        w = start[name]
+        m = w.shape[0]
+        if w.dim() == 4:
+            s = F.conv2d(h, w)  # (B,M,Ho,Wo)
+            x = F.unfold(h, w.shape[-1]).transpose(1, 2).reshape(-1, w[0].numel())  # (B*Ho*Wo, C*k*k)
+            y = s.flatten(2).transpose(1, 2).reshape(-1, m)  # (B*Ho*Wo, M)
+        else:
+            x = h.flatten(1)  # (B,D)
+            s = y = x @ w.T  # (B,D)@(D,M) -> (B,M)
+        expected = w + 1e-2 * maths.reference(x, y, w.view(m, -1)).view_as(w)
+        assert relative_error(layer.weight, expected) < 1e-12, name
+        assert relative_error(layer.weight, w) > 1e-4, name  # the step moved it
+        h = net.post[name](s)
+    torch.testing.assert_close(out, h, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("rule", ["swta", "hpca"])
@@ -45,7 +76,7 @@ def test_training_is_the_same_with_every_impl(rule):
         net = build_network(SMALL, rule, impl, lr=1e-2, seed=7, **options)
         start = weights(net)
         for images in data:
-            hebbian_step(net, images)
+            network_step(net, images)
         trained[(impl, options.get("group_size"))] = weights(net)
     ref = trained[("fh", None)]
     for key, w in trained.items():
@@ -59,19 +90,8 @@ def test_training_is_the_same_with_every_impl(rule):
 def test_load_weights_restores_a_step():
     net = build_network(SMALL, "hpca", "fh")
     state = weights(net)
-    hebbian_step(net, batches(1)[0])
+    network_step(net, batches(1)[0])
     assert relative_error(net.hebbian_layers["conv2"].weight, state["conv2"]) > 0
     load_weights(net, state)
     assert all(torch.equal(net.hebbian_layers[n].weight, state[n]) for n in state)
 
-
-def test_time_breakdown_times_every_layer_and_the_step():
-    nets = {"fh": build_network(SMALL, "swta", "fh"), "naive": build_network(SMALL, "swta", "naive", group_size=8)}
-    before = weights(nets["naive"])
-    policy = TimingPolicy(warmup_s=0, min_rounds=2, max_rounds=2, min_rounds_capped=2, case_seconds=0.1,
-                          flush_cache=False)
-    result = time_breakdown(nets, batches(2), "cpu", policy)
-    assert list(result) == ["conv1", "conv2", "conv3", "conv4", "fc5", STEP]
-    assert all(len(t.samples) == 2 for timings in result.values() for t in timings.values())
-    # every sample starts from the starting weights: the last one leaves one step's change
-    assert relative_error(nets["naive"].hebbian_layers["conv1"].weight, before["conv1"]) < 0.1

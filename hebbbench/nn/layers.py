@@ -1,6 +1,6 @@
 """Hebbian layers: own their weights, compute responses, and train with a registered rule.
 
-A layer with weights W (M×D) trains on a mini-batch by
+A layer with weights W (M×D) trains on a mini-batch by (:mod:`hebbbench.nn.step`)
 
     S  = responses (fully connected: X Wᵀ; conv: conv2d(inputs, W), as rows N×M)
     ΔW = rule.update(X, S, W)    (conv: rule.conv_update, by default via the unfolded rows X)
@@ -12,7 +12,6 @@ computes the same ΔW (docs/design.md §2).
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from hebbbench import rules
+from hebbbench.nn.step import layer_step
 from hebbbench.rules.conv import ConvGeometry
 
 
@@ -48,25 +48,13 @@ class HebbianLayer(nn.Module):
     def apply_update(self, dw: Tensor) -> None:
         self.weight_rows.add_(dw, alpha=self.lr)
 
-    @torch.no_grad()
     def hebbian_step(self, inputs: Tensor) -> Tensor:
-        """One Hebbian update on a mini-batch; returns the responses (computed before the update).
+        """One Hebbian step on a mini-batch; returns the responses (computed before the update).
 
-        An implementation may run the whole step — forward, rows, update and apply — in a
-        form of its own (``Update.wrap_step``): fh-compiled compiles it, fh-graph replays
-        it from a CUDA graph.
+        The step of :mod:`hebbbench.nn.step`: an implementation may run it in a form of its
+        own (``Update.wrap_step``): fh-compiled compiles it, fh-graph replays it from a CUDA graph.
         """
-        if getattr(self, "_wrapped", None) is None or self._wrapped[0] is not self.rule:
-            wrapped = self.rule.wrap_step(self, lambda rule: functools.partial(_step, self, rule))
-            self._wrapped = (self.rule, wrapped)
-        wrapped = self._wrapped[1]
-        return wrapped(inputs) if wrapped is not None else _step(self, self.rule, inputs)
-
-
-def _step(layer: HebbianLayer, rule: rules.Update, inputs: Tensor) -> Tensor:
-    responses = layer(inputs)
-    layer.apply_update(layer.delta(inputs, responses, rule))
-    return responses
+        return layer_step(self, inputs)
 
 
 class HebbianLinear(HebbianLayer):

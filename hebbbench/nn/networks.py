@@ -37,6 +37,7 @@ from hebbbench import rules
 from hebbbench.rules.conv import ConvGeometry
 from hebbbench.nn.data import dataset_info
 from hebbbench.nn.layers import HebbianConv2d, HebbianLayer, HebbianLinear
+from hebbbench.nn.step import network_step
 
 
 @dataclass(frozen=True)
@@ -272,10 +273,8 @@ class HebbianNetwork(nn.Module):
         return self.classifier(self.features(images))  # (B, classes)
 
     def hebbian_step(self, images: Tensor) -> Tensor:
-        """One Hebbian training step of every layer (see :func:`hebbbench.nn.training.hebbian_step`)."""
-        from hebbbench.nn.training import hebbian_step
-
-        return hebbian_step(self, images)
+        """One Hebbian step of every layer, bottom to top (:func:`hebbbench.nn.step.network_step`)."""
+        return network_step(self, images)
 
 
 def build_network(name: str | NetworkSpec, rule: str = "hpca", impl: str = "fh",

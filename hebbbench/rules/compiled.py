@@ -122,9 +122,9 @@ class Compiled:
         return parent(**self.option_values())
 
     def wrap_step(self, layer, step_with):
-        """The layer's whole step (forward, rows, update, apply) as one torch.compile graph per input shape."""
+        """The layer's whole step (forward, rows, update, apply or sink) as one torch.compile graph per input shape."""
         raise_recompile_limits()  # one graph per layer shape, never an eager fallback
-        return torch.compile(step_with(self.eager_form()), dynamic=False)
+        return torch.compile(step_with(self.eager_form()), dynamic=False, backend=BACKEND)
 
 
 @register("swta", "fh-compiled")

@@ -7,10 +7,11 @@ A CUDA graph records those launches once and replays them with one launch
 
 - the update (``delta``): per (shapes, dtype, device), with static copies of x, y and w;
   a call copies its inputs into them, replays, and returns a copy of the static output;
-- the layer's whole step (:meth:`wrap_step`): forward, rows, update and W ← W + ηΔW,
-  per input shape, with a static copy of the input batch; the weights are the layer's own
-  buffer, updated in place by every replay; the returned responses are the graph's static
-  output, overwritten by the next replay.
+- the layer's whole step (:meth:`wrap_step`): forward, rows, update and W ← W + ηΔW (in
+  data-parallel training: ΔW written into the all-reduce buffer instead), per input shape,
+  with a static copy of the input batch; the weights are the layer's own buffer, updated in
+  place by every replay; the returned responses are the graph's static output, overwritten
+  by the next replay.
 
 Capture follows torch's recipe: a few eager warm-up runs on a side stream (the layer's
 weights are restored after them), then ``torch.cuda.graph``. Capture is one-time work

@@ -139,8 +139,10 @@ class Update:
                   ) -> Callable[[Tensor], Tensor] | None:
         """An optional whole-step form of a layer's Hebbian step (compiled, or captured in a CUDA graph).
 
-        ``step_with(rule)`` is the layer's eager step (forward, rows, update, apply) using
-        ``rule``; ``layer`` owns the weights. The default, None, keeps the eager step.
+        ``step_with(rule)`` is the layer's eager step using ``rule`` (:func:`hebbbench.nn.step.eager_step`:
+        forward, rows, update, then the apply W ← W + ηΔW or, in data-parallel training, ΔW
+        written into the all-reduce buffer); ``layer`` owns the weights. The default, None,
+        keeps the eager step.
         """
         return None
 

@@ -4,11 +4,12 @@ Every implementation variant has its own copy of the network with the same start
 weights (:class:`Case`).
 
 1. **Per layer**, on the layer's actual input from a forward pass of the first batch,
-   each variant's update (ΔW and W ← W + ηΔW) runs once untimed: it warms up, is
-   checked against ``fh`` (relative Frobenius error within the dtype's tolerance; a
-   disagreeing variant is ``wrong``, never timed) and its peak memory is measured. Then
-   all runnable variants are timed together with :func:`hebbbench.measure.timing.time_interleaved`
-   (interleaved rounds, warm-up, weights reset before every sample). A variant is not
+   each variant's update (ΔW alone, nothing applied: what ``hebbbench run --what update``
+   times) runs once untimed (after a first call that compiles, for implementations that
+   compile): it warms up, is checked against ``fh`` (relative Frobenius error within the
+   dtype's tolerance; a disagreeing variant is ``wrong``, never timed) and its peak memory
+   is measured. Then all runnable variants are timed together with
+   :func:`hebbbench.measure.timing.time_interleaved` (interleaved rounds, warm-up). A variant is not
    run on a layer whose predicted memory exceeds the memory budget (``skipped_memory``)
    or whose predicted time exceeds the per-call budget or the case's deadline
    (``skipped_time``); one whose untimed run took longer than the per-call budget is
@@ -16,14 +17,18 @@ weights (:class:`Case`).
    ``oom``. Predictions come from the registry's cost model on the measured ceilings,
    calibrated on the layers measured so far (:mod:`hebbbench.measure.costmodel`); layers are
    visited cheapest first so the calibration grows before the expensive ones.
-2. **Whole step** (forward pass + one update per layer, :mod:`hebbbench.nn.training`),
-   cycling over the loaded mini-batches: ``fh`` is always timed; another variant is
+2. **Whole step** (forward pass + one update and its apply per layer,
+   :func:`hebbbench.nn.step.network_step`, in the implementation's own whole-step form where
+   it has one: fh-compiled's compiled and fh-graph's captured layer steps; compiled or
+   captured by a first step outside the check), cycling over the loaded mini-batches,
+   weights reset before every sample: ``fh`` is always timed; another variant is
    timed with it when all its layers ran and its step fits the budgets. Otherwise its
    step time is *composed*:
 
        t_step(v) = t_step(fh) − Σ_l t_update(fh, l) + Σ_l t_update(v, l)
 
-   (the forward pass, batch norm and pooling are the same in every variant), with a
+   (the forward pass, batch norm, pooling and the applies W ← W + ηΔW are the same in every
+   variant), with a
    bootstrap interval over the samples of every measured term; such rows are marked
    ``estimated=True`` and say how in ``method``.
 
@@ -180,15 +185,13 @@ class Case:
         return time.perf_counter() + seconds * (2 + self.policy.min_rounds_capped) <= self.deadline
 
     def _check(self, v: Variant, name: str, inputs, responses) -> tuple[torch.Tensor, Peak, float]:
-        """One untimed update (warm-up, equality check, peak memory); weights restored after."""
-        load_weights(v.net, self.state, [name])
+        """One untimed update (warm-up, equality check, peak memory), after compiling where it compiles."""
         call = update_call(v.net, name, inputs, responses)
-        try:
-            t0 = time.perf_counter()
-            dw, peak = measure_peak(call, self.device)
-            return dw, peak, time.perf_counter() - t0
-        finally:
-            load_weights(v.net, self.state, [name])
+        if v.net.hebbian_layers[name].rule.compiles:
+            call()  # compilation or capture for this shape: one-time work, not the update's time
+        t0 = time.perf_counter()
+        dw, peak = measure_peak(call, self.device)
+        return dw, peak, time.perf_counter() - t0
 
     def run_layers(self) -> None:
         captured = layer_inputs(self.ref.net, self.batches.images[0])
@@ -250,9 +253,8 @@ class Case:
 
     def _time_layer(self, name: str, runnable: list[Variant], inputs, responses) -> None:
         calls = {v.label: update_call(v.net, name, inputs, responses) for v in runnable}
-        resets = {v.label: reset_call(v.net, self.state, [name]) for v in runnable}
         try:
-            timings = time_interleaved(calls, self.device, self.policy, resets)
+            timings = time_interleaved(calls, self.device, self.policy)
         except Exception as err:  # noqa: BLE001
             if not _is_oom(err) or len(runnable) == 1:
                 raise
@@ -260,15 +262,11 @@ class Case:
             for v in runnable[1:]:
                 out = self.outcomes[(name, v.label)]
                 out.status, out.note = OOM, f"out of memory while timing: {str(err).splitlines()[0][:200]}"
-            timings = time_interleaved({REFERENCE: calls[REFERENCE]}, self.device, self.policy,
-                                       {REFERENCE: resets[REFERENCE]})
-        finally:
-            for v in runnable:
-                load_weights(v.net, self.state, [name])
+            timings = time_interleaved({REFERENCE: calls[REFERENCE]}, self.device, self.policy)
         for label, timing in timings.items():
             out = self.outcomes[(name, label)]
             out.timing = timing
-            out.method = "measured: interleaved update timings on the layer's captured input"
+            out.method = "measured: interleaved update (ΔW alone) timings on the layer's captured input"
             v = next(v for v in self.variants if v.label == label)
             self.calibration.add(self.rule, v.impl, label, timing.median, out.roofline_s)
 
@@ -289,11 +287,16 @@ class Case:
         return [self.outcomes[(name, v.label)].status for name in self.shapes]
 
     def _step_check(self, v: Variant) -> tuple[Peak, float]:
-        """One untimed step (warm-up, peak memory, cold wall time); weights restored after."""
-        load_weights(v.net, self.state)
+        """One untimed step (warm-up, peak memory, cold wall time), after compiling where it compiles;
+        weights restored after."""
+        call = step_call(v.net, self.batches.images)
         try:
+            if any(layer.rule.compiles for layer in v.net.hebbian_layers.values()):
+                load_weights(v.net, self.state)
+                call()  # compiles or captures the layer steps: one-time work, not the step's time
+            load_weights(v.net, self.state)
             t0 = time.perf_counter()
-            _, peak = measure_peak(step_call(v.net, self.batches.images), self.device)
+            _, peak = measure_peak(call, self.device)
             return peak, time.perf_counter() - t0
         finally:
             load_weights(v.net, self.state)

@@ -4,7 +4,8 @@
   for conv layers an implementation that overrides ``conv_update`` (it avoids the N×D
   patch matrix) is given the images and output maps instead of the rows.
 - ``step``: one Hebbian training step of the layer on a mini-batch: forward, rows,
-  update and W ← W + ηΔW (``layer.hebbian_step``); the weights are restored before
+  update and W ← W + ηΔW (``layer.hebbian_step``: :func:`hebbbench.nn.step.layer_step`, in the
+  implementation's own whole-step form where it has one); the weights are restored before
   every sample, outside the timed region.
 
 Every case also times a *calibration*: a matrix product (M,K)@(K,D) with K = max(N, M) — Yᵀ X

@@ -25,14 +25,19 @@ e.g. the 6-layer net's fc5 (M = 4096, D = 2304): 9.4 M numbers instead of 26.2 M
 ways every rank does the O(M²·D) product tril(·)W once per step (on its own Y_rᵀY_r, or
 on the reduced YᵀY), so reducing ΔW_r costs no extra compute.
 
-A step, as in :func:`hebbbench.nn.training.hebbian_step` (each layer trained on its
-pre-update input; the next layer sees the pre-update output):
+A step is :func:`hebbbench.nn.step.network_step` with this module's reduce hook (each layer
+trained on its pre-update input; the next layer sees the pre-update output):
 
     for each layer l:  S_l = layer_l(h_l)                        this rank's shard
-                       buffer_l ← [B_r·ΔW_r(h_l, S_l, W_l), B_r]    partial sum
+                       buffer_l ← [B_r·ΔW_r(h_l, S_l, W_l), B_r]    partial sum (the layer's sink)
                        h_{l+1} = pool(relu(syncbn(S_l)))          statistics of the whole batch
     all-reduce the buffer (``reduce="bucket"``: all layers in one call; ``"layer"``: one per layer)
     W_l ← W_l + η · buffer_l[ΔW] / buffer_l[count]
+
+The first three lines run in the implementation's own form of the layer step where it has
+one (fh-compiled compiles them, fh-graph replays them from a CUDA graph), the write into
+the buffer included; the all-reduces and the applies run after the last layer.
+With one rank there is nothing to reduce: the step is the plain single-process step.
 
 Batch norm uses the whole batch's statistics (:mod:`hebbbench.nn.parallel.batchnorm`:
 2C + 1 float64 numbers per layer, one all-reduce each) so that every layer's input is the
@@ -45,12 +50,16 @@ stay identical bit for bit (``Comm.identical`` checks it).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator
+
 import torch
 from torch import Tensor, nn
 
 from hebbbench.nn.parallel.batchnorm import synchronised
 from hebbbench.nn.parallel.comm import Comm
 from hebbbench.nn.networks import HebbianNetwork
+from hebbbench.nn.step import network_step
 
 #: how the partial sums are reduced: all layers in one call per step, or one call per layer.
 REDUCE_MODES = ("bucket", "layer")
@@ -68,11 +77,16 @@ def shard(images: Tensor, rank: int, size: int) -> Tensor:
     return torch.tensor_split(images, size)[rank]
 
 
+def _partial_sum(segment: Tensor, rows: torch.Size, dw: Tensor) -> Tensor:
+    """[ΔW_r, B_r] -> [B_r·ΔW_r, B_r] in ``segment``: (M,D)·() -> (M,D), written in place."""
+    return torch.mul(dw, segment[-1], out=segment[:-1].view(rows))
+
+
 class DataParallel:
     """Data-parallel Hebbian training of a :class:`HebbianNetwork` on this rank's shard of each batch.
 
     Every rank holds a whole copy of the network; ``comm`` spans the ranks (one rank:
-    plain single-process training by the same code). ``broadcast`` copies rank 0's
+    the plain single-process step, :meth:`HebbianNetwork.hebbian_step`, bit for bit). ``broadcast`` copies rank 0's
     weights to every rank first (the networks are built from a seed, so they agree
     anyway; the broadcast makes sure).
     """
@@ -90,6 +104,8 @@ class DataParallel:
         sizes = [layer.weight_rows.numel() + 1 for layer in net.hebbian_layers.values()]
         self.buffer = torch.zeros(sum(sizes), dtype=first.dtype, device=first.device)
         self.segments: dict[str, Tensor] = dict(zip(net.hebbian_layers, torch.split(self.buffer, sizes)))
+        self.sinks = {name: functools.partial(_partial_sum, self.segments[name], layer.weight_rows.shape)
+                      for name, layer in net.hebbian_layers.items()}
         if broadcast:
             for layer in net.hebbian_layers.values():
                 self.comm.broadcast(layer.weight)
@@ -99,26 +115,27 @@ class DataParallel:
         """Numbers all-reduced for the updates in one step (Σ_l M_l·D_l + 1)."""
         return self.buffer.numel()
 
-    @torch.no_grad()
     def step(self, images: Tensor) -> Tensor:
         """One training step on this rank's ``images`` (B_r,C,H,W); returns its part of the last hidden output."""
-        count = float(images.shape[0])
-        h = images
-        for name, layer in self.net.hebbian_layers.items():
-            s = layer(h)  # (B_r,M,Ho,Wo) or (B_r,M), at the weights before the step
-            segment = self.segments[name]
-            rows = layer.weight_rows.shape
-            torch.mul(layer.delta(h, s), count, out=segment[:-1].view(rows))  # B_r·ΔW_r, (M,D)
-            segment[-1] = count
-            if self.reduce == "layer":
-                self.comm.all_reduce(segment, KIND)
-            h = self.post[name](s)  # the next layer's input, normalised with the whole batch's statistics
+        if self.comm.size == 1:
+            return network_step(self.net, images)
+        for segment in self.segments.values():
+            segment[-1] = images.shape[0]  # B_r, read by the sinks
+        return network_step(self.net, images, post=self.post, reduce=self)
+
+    def sink(self, name: str) -> Callable[[Tensor], Tensor]:
+        """Layer ``name``'s sink: B_r·ΔW_r into its segment of the buffer (the count B_r is already there)."""
+        return self.sinks[name]
+
+    def reduced(self) -> Iterator[tuple[str, Tensor]]:
+        """All-reduce the partial sums; each layer's ΔW = Σ_r B_r·ΔW_r / Σ_r B_r, (M,D)."""
         if self.reduce == "bucket":
             self.comm.all_reduce(self.buffer, KIND)
         for name, layer in self.net.hebbian_layers.items():
             segment = self.segments[name]
-            layer.apply_update(segment[:-1].view(layer.weight_rows.shape) / segment[-1])  # W ← W + η ΔW
-        return h
+            if self.reduce == "layer":
+                self.comm.all_reduce(segment, KIND)
+            yield name, segment[:-1].view(layer.weight_rows.shape) / segment[-1]
 
     def weights_identical(self) -> bool:
         """Whether every rank holds the same weights, bit for bit (control traffic, not counted)."""
