@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hebbbench.measure import devices as dev
 from hebbbench.errors import UserError
-from hebbbench.suites.grid import Grid, load_grid, parse_shard, shard_cases
+from hebbbench.suites.grid import Grid, load_grid, parse_shard, shard_cases, without_options_tables
 from hebbbench.runner import Settings, default_run_id, execute, import_plugins, now, open_run, record, run_info
 
 GIB = 2**30
@@ -45,6 +45,9 @@ def parse_bytes(text: str | float | int | None) -> float | None:
     if value <= 0:
         raise UserError(f"memory budget must be positive, got {text!r}")
     return value
+
+
+LEGACY_SETTINGS = {"threads", "memory_budget", "max_case_seconds", "imports"}  # env.json's settings before RunConfig
 
 
 @dataclass
@@ -102,6 +105,21 @@ class RunConfig:
         return {**dataclasses.asdict(self), "imports": list(self.imports)}
 
     @classmethod
+    def from_env(cls, env: dict[str, Any], where: str) -> "RunConfig":
+        """The settings a result set's env.json records (:meth:`from_dict`).
+
+        Sets written before the settings were one object kept only ``threads``, ``memory_budget``,
+        ``max_case_seconds`` and ``imports`` there, the seed under ``env`` and the shard under ``shard``;
+        those are read as they are (their grid is env.json's ``grid`` either way).
+        """
+        raw = env.get("settings")
+        if isinstance(raw, dict) and set(raw) <= LEGACY_SETTINGS:
+            shard = env.get("shard")
+            raw = {**dataclasses.asdict(cls()), **raw, "seed": (env.get("env") or {}).get("seed", 0),
+                   "shard": f"{shard['index']}/{shard['count']}" if isinstance(shard, dict) else None}
+        return cls.from_dict(raw, where)
+
+    @classmethod
     def from_dict(cls, raw: dict[str, Any], where: str) -> "RunConfig":
         """The inverse of :meth:`as_dict`; UserError for settings that are not those of this version."""
         names = {f.name for f in dataclasses.fields(cls)}
@@ -132,10 +150,10 @@ def run(preset: str | RunConfig | None = None, *, out: str | Path | None = None,
         from hebbbench.store import ResultSet
 
         env = ResultSet.open(resume, "hebbbench run --resume").env()
-        run_config = RunConfig.from_dict(env.get("settings"), f"{resume}/env.json")
+        run_config = RunConfig.from_env(env, f"{resume}/env.json")
         import_plugins(run_config.imports)
-        grid = Grid.from_dict({k: v for k, v in env["grid"].items() if k not in ("name",)}, env["grid"]["name"],
-                              f"{resume}/env.json")
+        recorded = without_options_tables({k: v for k, v in env["grid"].items() if k != "name"})
+        grid = Grid.from_dict(recorded, env["grid"]["name"], f"{resume}/env.json")
         settings = run_config.settings(grid, run_id=env["run_id"])
         out = Path(resume)
     else:

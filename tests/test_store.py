@@ -139,3 +139,21 @@ def test_resume_refuses_a_network_or_scale_set_in_one_line(copied, monkeypatch, 
     code, _, err = run_cli(monkeypatch, capsys, "run", "--resume", str(folder))
     one_line(code, err, f"is a {kind} result set ({WRITER[kind]}); hebbbench run --resume takes grid sets")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+# -- grid sets recorded before options were items still resume as they were run ----------------
+@pytest.mark.parametrize("folder", sorted(p.parent for p in RESULTS.glob("**/env.json")
+                                          if json.loads(p.read_text()).get("kind") == "grid"),
+                         ids=lambda p: p.name)
+def test_a_recorded_grid_expands_to_exactly_the_rows_of_its_set(folder):
+    """env.json's grid (with the older ``options`` tables turned into impl:key=value items) gives the
+    cases and variants the set holds, so --resume finds every case done and runs none twice."""
+    from hebbbench.suites.grid import Grid, without_options_tables
+
+    env = json.loads((folder / "env.json").read_text())
+    recorded = without_options_tables({k: v for k, v in env["grid"].items() if k != "name"})
+    frame = pd.read_csv(folder / "results.csv")
+    ran_on = sorted(set(frame["device"]))  # what "auto" resolved to on the machine that ran it
+    cases = Grid.from_dict(recorded, env["grid"]["name"], str(folder)).expand(resolve=lambda _: ran_on)
+    expected = {(c.case_id, v.label) for c in cases for v in c.variants}
+    assert set(zip(frame["case_id"], frame["label"])) == expected

@@ -448,6 +448,27 @@ def names(items: tuple[str, ...], kind: str, where: str = "") -> tuple[str, ...]
     return tuple(parse_spec(item, kind, where).name for item in items)
 
 
+def without_options_tables(raw: dict[str, Any]) -> dict[str, Any]:
+    """A resolved grid as env.json recorded it before options were items: ``options`` (``{impl: {key:
+    [values]}}``, each value one variant of every selected impl) turned into ``impl:key=value`` items
+    of each sweep that selects the impl. The cases and their ids are those the set was run with."""
+    if "options" not in raw:
+        return raw
+    options, raw = raw["options"] or {}, {k: v for k, v in raw.items() if k != "options"}
+    sweeps = []
+    for sweep in raw.get("sweep") or []:
+        impls = list(sweep.get("impls") or raw.get("impls") or ["*"])
+        selected = names(tuple(impls), "impl")
+        for impl, values in options.items():
+            if not matches(impl, selected):
+                continue
+            keys = sorted(values)
+            for combo in itertools.product(*(values[k] if isinstance(values[k], list) else [values[k]] for k in keys)):
+                impls.append(f"{impl}:" + ";".join(f"{k}={v}" for k, v in zip(keys, combo)))
+        sweeps.append({**sweep, "impls": impls})
+    return {**raw, "sweep": sweeps}
+
+
 def matches(name: str, patterns: tuple[str, ...]) -> bool:
     """Whether ``name`` matches one of the fnmatch patterns and none of the "!pattern" exclusions."""
     include = [p for p in patterns if not p.startswith("!")]
