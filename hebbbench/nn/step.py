@@ -41,12 +41,32 @@ import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from hebbbench.nn.layers import HebbianLayer
-    from hebbbench.nn.networks import HebbianNetwork
     from hebbbench.rules.registry import Update
 
 #: where a layer's ΔW goes instead of the apply (data-parallel training's partial sums).
 Sink = Callable[[Tensor], object]
+
+
+class HebbianLayer(Protocol):
+    """What a layer step needs of a layer (:class:`hebbbench.nn.layers.HebbianLayer` has it)."""
+
+    rule: Update  # the rule implementation: its delta, and its whole-step form if any (wrap_step)
+
+    def __call__(self, inputs: Tensor) -> Tensor:
+        """The responses S at the current weights."""
+
+    def delta(self, inputs: Tensor, responses: Tensor, rule: Update) -> Tensor:
+        """ΔW (M,D) of ``rule`` on the layer's inputs and responses."""
+
+    def apply_update(self, dw: Tensor) -> None:
+        """W ← W + η ΔW."""
+
+
+class HebbianNetwork(Protocol):
+    """What a network step needs of a network (:class:`hebbbench.nn.networks.HebbianNetwork` has it)."""
+
+    hebbian_layers: Mapping[str, HebbianLayer]  # bottom to top
+    post: Mapping[str, nn.Module]  # each layer's pool(relu(bn(·))): its output as the next layer's input
 
 
 class Reduce(Protocol):
