@@ -121,7 +121,18 @@ def require(path: str | Path, command: str, kinds: tuple[Kind, ...]) -> SetInfo:
                         f"{command} takes {takes}")
     return info
 
-#: columns of results.csv, in order.
+#: the columns every timed row of every kind has, each meaning the same thing: the run, the case
+#: (everything but the implementation) and the variant (``label``: the implementation with its options),
+#: where and what was timed (``what``: ``update`` = ΔW alone, ``step`` = the whole Hebbian step,
+#: docs/design.md §5), the outcome (``status``, and ``reason`` unless ok), the timing in seconds, and
+#: ``speedup`` = median(baseline) / median(this row) with its bootstrap 95 % interval, where
+#: ``baseline`` is the label of the case's baseline variant (:func:`hebbbench.measure.timing.speedup`).
+KEY_COLUMNS = [
+    "schema", "run_id", "case_id", "label", "impl", "impl_options", "baseline", "device", "dtype", "what",
+    "status", "reason", "median_s", "q1_s", "q3_s", "n_samples", "speedup", "speedup_lo", "speedup_hi",
+]
+
+#: columns of a grid set's results.csv, in order (the key columns among them).
 COLUMNS = [
     "schema", "run_id", "case_id", "sweep", "rule", "rule_options", "impl", "impl_options", "label",
     "baseline", "layer", "layer_kind", "layer_spec", "batch", "n", "m", "d", "dtype", "device",

@@ -15,6 +15,7 @@ from hebbbench.nn.layers import HebbianLayer
 from hebbbench.errors import UserError
 from hebbbench.nn.networks import scale_spec
 from hebbbench.suites import netcase
+from hebbbench.store import KEY_COLUMNS
 from hebbbench.suites.reproduce import LAYER_COLUMNS, SAMPLE_COLUMNS, STEP_COLUMNS, reproduce, variant_label
 from hebbbench.measure.timing import TimingPolicy
 
@@ -42,8 +43,15 @@ def test_frames_are_tidy_with_documented_columns(result):
     assert list(result.steps.columns) == STEP_COLUMNS
     assert list(result.samples.columns) == SAMPLE_COLUMNS
     assert len(result.layers) == 2 * 3 * 5 and len(result.steps) == 2 * 3
-    assert not result.layers.duplicated(["network", "rule", "variant", "layer"]).any()
-    assert set(result.steps.variant) == {"naive(G=8)", "naive(G=5)", "fh"}
+    assert set(KEY_COLUMNS) <= set(LAYER_COLUMNS) and set(KEY_COLUMNS) <= set(STEP_COLUMNS)
+    assert not result.layers.duplicated(["case_id", "label"]).any()
+    assert not result.steps.duplicated(["case_id", "label"]).any()
+    assert set(result.steps.label) == {"naive(G=8)", "naive(G=5)", "fh"}
+    assert (result.layers.what == "update").all() and (result.steps.what == "step").all()
+    assert (result.layers.device == "cpu").all() and (result.steps.dtype == "float32").all()
+    assert set(result.layers.case_id) == {f"6layer/{r}/{layer}/b4/float32/cpu/update" for r in ("swta", "hpca")
+                                          for layer in result.layers.layer}
+    assert (result.steps.baseline == "naive(G=8)").all() and (result.layers.baseline == "naive(G=8)").all()
     assert list(result.claims.speedup) == [70.0, 50.0, 20.0]
     assert result.meta["networks"] == ["6layer"] and result.meta["reference"] == "fh"
 
@@ -53,10 +61,20 @@ def test_small_run_measures_everything_and_agrees(result):
     assert (layers.status == "ok").all() and not layers.estimated.any()
     assert (layers.rel_error <= layers.tolerance).all()
     assert (layers.n_samples >= 2).all() and (layers.median_s > 0).all()
-    naive = layers[layers.impl == "naive"]
-    assert (naive.fh_speedup_low <= naive.fh_speedup).all() and (naive.fh_speedup <= naive.fh_speedup_high).all()
+    assert (layers.speedup_lo <= layers.speedup).all() and (layers.speedup <= layers.speedup_hi).all()
     assert (steps.status == "ok").all() and (steps.n_samples >= 2).all()
-    assert (steps[steps.variant == "fh"].fh_speedup == 1.0).all()
+    assert (steps.speedup_lo <= steps.speedup).all() and (steps.speedup <= steps.speedup_hi).all()
+
+
+@pytest.mark.parametrize("frame", ["layers", "steps"])
+def test_speedup_is_the_baselines_median_over_this_rows_on_this_row(result, frame):
+    """As in a grid set: median(baseline)/median(row), each row's own, computed from the raw samples."""
+    rows, s = getattr(result, frame), result.samples
+    for _, row in rows.iterrows():
+        mine = s[(s.case_id == row.case_id) & (s.label == row.label)].seconds
+        base = s[(s.case_id == row.case_id) & (s.label == row.baseline)].seconds
+        assert row.speedup == pytest.approx(base.median() / mine.median(), rel=1e-12)
+        assert len(mine) == row.n_samples
 
 
 def test_epoch_extrapolation(result):
@@ -69,8 +87,8 @@ def test_epoch_extrapolation(result):
 
 def test_samples_are_the_raw_timings(result):
     s = result.samples
-    fh_step = s[(s.rule == "hpca") & (s.variant == "fh") & (s.layer == "step")]
-    row = result.steps[(result.steps.rule == "hpca") & (result.steps.variant == "fh")].iloc[0]
+    row = result.steps[(result.steps.rule == "hpca") & (result.steps.label == "fh")].iloc[0]
+    fh_step = s[(s.case_id == row.case_id) & (s.label == "fh")]
     assert len(fh_step) == row.n_samples and fh_step.seconds.median() == pytest.approx(row.median_s)
 
 
@@ -96,7 +114,7 @@ def test_steps_time_the_whole_step_forms_and_layers_time_the_update_alone(monkey
     assert len(per_layer) == layers and all(calls == 0 for _, calls, _ in per_layer)
     assert labels == ["fh", impl]
     samples = len(step_timings[impl].samples)
-    assert samples == r.steps.set_index("variant").n_samples[impl] >= 2
+    assert samples == r.steps.set_index("label").n_samples[impl] >= 2
     assert steps_forms >= layers * samples and steps_forms % layers == 0  # every sample ran every layer's form
 
 
@@ -127,19 +145,26 @@ def test_over_budget_naive_is_estimated_and_marked():
     assert (naive.n_samples == 0).all()
     fh = r.layers[r.layers.impl == "fh"]
     assert len(fh) == 5 and (fh.status == "ok").all() and not fh.estimated.any()
-    steps = r.steps.set_index("variant")
+    steps = r.steps.set_index("label")
     assert steps.loc["naive(G=8)", "status"] == "estimated"
     assert bool(steps.loc["naive(G=8)", "estimated"])
     assert steps.loc["naive(G=8)", "method"].startswith("composed:")
-    assert steps.loc["naive(G=8)", "fh_speedup"] > 0
     assert steps.loc["fh", "status"] == "ok"
+    # fh's speedup over the composed baseline: the ratio of the two step times, its interval around it
+    fh = steps.loc["fh"]
+    assert fh.speedup == pytest.approx(steps.loc["naive(G=8)", "median_s"] / fh.median_s, rel=1e-12)
+    assert fh.speedup_lo <= fh.speedup <= fh.speedup_hi
+    # a layer whose naive time is estimated: the ratio of the times the run used, no interval
+    layer = r.layers[r.layers.label == "fh"].iloc[0]
+    base = r.layers[(r.layers.case_id == layer.case_id) & (r.layers.label == "naive(G=8)")].iloc[0]
+    assert layer.speedup == pytest.approx(base.median_s / layer.median_s) and math.isnan(layer.speedup_lo)
 
 
 def test_memory_budget_skips_naive_but_not_fh():
     r = run(rules=["swta"], memory_budget=1.0)
     naive, fh = r.layers[r.layers.impl == "naive"], r.layers[r.layers.impl == "fh"]
     assert len(naive) == 2 * 5 and len(fh) == 5
-    assert (naive.status == "skipped_memory").all() and naive.note.str.contains("GiB > budget").all()
+    assert (naive.status == "skipped_memory").all() and naive.reason.str.contains("GiB > budget").all()
     assert (fh.status == "ok").all()
 
 
@@ -152,7 +177,7 @@ def test_a_wrong_implementation_is_reported_wrong_never_fast(register):
     r = run(rules=["swta"], impls=["broken_test"])
     broken = r.layers[r.layers.impl == "broken_test"]
     assert len(broken) == 5 and (broken.status == "wrong").all() and broken.median_s.isna().all()
-    step = r.steps.set_index("variant").loc["broken_test"]
+    step = r.steps.set_index("label").loc["broken_test"]
     assert step.status == "wrong" and math.isnan(step.median_s)
 
 

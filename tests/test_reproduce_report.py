@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -107,9 +108,31 @@ def test_per_layer_table_shows_the_time_the_run_used_for_an_estimated_layer(save
     path, _ = saved
     copy = shutil.copytree(path, tmp_path / "copy")
     layers = pd.read_csv(copy / "layers.csv")
-    row = layers.index[layers["variant"] == "naive(G=8)"][0]
+    row = layers.index[layers["label"] == "naive(G=8)"][0]
     layers.loc[row, ["status", "median_s", "predicted_s"]] = ["over_budget", 4.0, 1.0]
     layers.to_csv(copy / "layers.csv", index=False)
     text = (reproduction.build(copy, out=tmp_path / "report") / "report.md").read_text()
     line = next(ln for ln in text.splitlines() if "| over_budget |" in ln)
     assert "| 4 s (one cold run) |" in line and "1 s" not in line
+
+
+def test_a_set_with_the_older_columns_reads_as_its_migrated_copy_and_reports_the_same(tmp_path):
+    """tests/data/network-set-v1 is the committed reproduction as it was written before the key columns
+    (variant, options, note, fh_speedup on the naive rows); results/ holds it migrated. Both load to
+    the same frames, and their reports differ only in the command that regenerates them."""
+    older = Path(__file__).parent / "data" / "network-set-v1"
+    migrated = Path(__file__).parents[1] / "results" / "reproduce-6layer-cpu-20261130-043036"
+    assert "fh_speedup" in pd.read_csv(older / "steps.csv").columns
+    _, old_frames = reproduction.load(older)
+    _, new_frames = reproduction.load(migrated)
+    for name in ("steps", "layers", "samples"):
+        pd.testing.assert_frame_equal(old_frames[name], new_frames[name], check_dtype=False)
+    steps = new_frames["steps"].query("rule == 'swta'").set_index("label")
+    assert steps.loc["fh", "speedup"] == pytest.approx(28.46504669625851)  # the naive row's fh_speedup, moved
+    assert steps.loc["naive(G=8)", "speedup"] == 1.0
+    texts = []
+    for source, out in ((older, tmp_path / "a"), (migrated, tmp_path / "b")):
+        report = reproduction.build(source, out=out)
+        texts.append([ln for ln in (report / "report.md").read_text().splitlines() if "hebbbench report" not in ln])
+        assert (report / "speedup.svg").read_bytes() == ((tmp_path / "a") / "speedup.svg").read_bytes()
+    assert texts[0] == texts[1]

@@ -1,9 +1,13 @@
 """The reproduction of the paper's claim as a result set and a report (``hebbbench reproduce``).
 
 A reproduction result set is a folder with ``steps.csv`` (one row per network × rule ×
-implementation variant: step time, epoch and 20-epoch extrapolations, speedup of fh),
-``layers.csv`` (the same per Hebbian layer), ``samples.csv`` (raw samples), ``claims.csv``
-(the published claims) and ``env.json`` (``kind = "network"``, parameters, environment).
+implementation variant: step time, epoch and 20-epoch extrapolations, speedup over the
+baseline), ``layers.csv`` (the same per Hebbian layer), ``samples.csv`` (raw samples, keyed by
+case and label), ``claims.csv`` (the published claims) and ``env.json`` (``kind = "network"``,
+parameters, environment). Rows have the store's key columns (:data:`hebbbench.store.KEY_COLUMNS`):
+fh's row carries fh's speedup over the baseline (median(baseline)/median(fh)), as in a grid set.
+Sets written before the key columns (``variant``, ``options``, ``note``, and ``fh_speedup`` on
+the naive rows) are read into them (:func:`from_older_columns`).
 
 The report sets the measured speedups beside the published ones ("up to 70x",
 Neurocomputing 2024; "up to 50x", SISAP 2022; "more than 20x", the authors' repository)
@@ -30,7 +34,7 @@ KIND = store.Kind.NETWORK
 FILES = {"steps": "steps.csv", "layers": "layers.csv", "samples": "samples.csv", "claims": "claims.csv"}
 #: the headline claim checked by the verdict.
 HEADLINE_CLAIM = 70.0
-#: the baseline of the headline speedups: the authors' original grouping.
+#: the baseline of the headline speedups when a set names none: the authors' original grouping.
 BASELINE = "naive(G=8)"
 MARKERS = {"swta": "o", "hpca": "s"}
 
@@ -42,7 +46,10 @@ def save(result, out: str | Path, seed: int, argv: list[str] | None, started_at:
         raise UserError(f"{path} already holds a result set; choose another --out")
     path.mkdir(parents=True, exist_ok=True)
     for name, file in FILES.items():
-        getattr(result, name).to_csv(path / file, index=False)
+        frame = getattr(result, name)
+        if "run_id" in frame.columns:
+            frame = frame.assign(run_id=path.name)
+        frame.to_csv(path / file, index=False)
     store.write_env(path, {"kind": KIND.value, "schema_version": store.SCHEMA_VERSION, "run_id": path.name,
                            "started_at": started_at, "finished_at": finished_at, "status": "complete",
                            "meta": result.meta, "env": environment.collect(seed, argv)})
@@ -57,7 +64,63 @@ def load(path: str | Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
         if not (path / file).is_file():
             raise UserError(f"{path} is incomplete: {file} is missing")
         frames[name] = pd.read_csv(path / file)
+    if "fh_speedup" in frames["steps"].columns:
+        frames = from_older_columns(env, frames)
+    for name in ("steps", "layers"):
+        for column in ("reason", "baseline"):  # text, "" where empty (an all-empty column reads as floats)
+            frames[name][column] = frames[name][column].astype(object).fillna("").astype(str)
     return env, frames
+
+
+def from_older_columns(env: dict[str, Any], frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """A network set written before the key columns, in them (nothing re-measured).
+
+    Then rows named the variant ``variant``, its options ``options``, the reason ``note``, and put
+    "fh over this variant" (median(variant)/median(fh), ``fh_speedup``) on each variant's row. Now
+    each row carries median(baseline)/median(row): fh's row takes the baseline row's old value and
+    interval unchanged; the baseline's own row is 1; another variant's is the ratio of the two old
+    points (no interval: the samples were not paired that way).
+    """
+    meta = env.get("meta") or {}
+    device, dtype, run_id = str(meta.get("device", "")), str(meta.get("dtype", "")), env.get("run_id", "")
+    out = dict(frames)
+    for name, what in (("steps", "step"), ("layers", "update")):
+        old = frames[name].rename(columns={"variant": "label", "options": "impl_options", "note": "reason"})
+        part = old["layer"] if name == "layers" else pd.Series("step", index=old.index)
+        batch = old["batch_size"] if name == "steps" else old["network"].map(_batch_size(frames["steps"]))
+        old["case_id"] = [f"{n}/{r}/{p}/b{b}/{dtype}/{device}/{what}"
+                          for n, r, p, b in zip(old["network"], old["rule"], part, batch)]
+        old["schema"], old["run_id"], old["device"], old["dtype"], old["what"] = 1, run_id, device, dtype, what
+        old["speedup"] = old["speedup_lo"] = old["speedup_hi"] = math.nan
+        old["baseline"] = ""
+        for _, rows in old.groupby("case_id", sort=False):
+            naive = rows[rows["impl"] == "naive"]
+            if naive.empty:
+                continue
+            base = naive.iloc[0]
+            old.loc[rows.index, "baseline"] = base["label"]
+            for i, row in rows.iterrows():
+                if row["label"] == base["label"]:
+                    old.loc[i, ["speedup", "speedup_lo", "speedup_hi"]] = [1.0, math.nan, math.nan]
+                elif row["label"] == "fh":
+                    old.loc[i, ["speedup", "speedup_lo", "speedup_hi"]] = [
+                        base["fh_speedup"], base["fh_speedup_low"], base["fh_speedup_high"]]
+                else:
+                    old.loc[i, "speedup"] = base["fh_speedup"] / row["fh_speedup"]
+        old = old.drop(columns=["fh_speedup", "fh_speedup_low", "fh_speedup_high"])
+        out[name] = old[[*store.KEY_COLUMNS, *(c for c in old.columns if c not in store.KEY_COLUMNS)]]
+    samples = frames["samples"]
+    if "variant" in samples.columns:
+        batches = _batch_size(frames["steps"])
+        out["samples"] = pd.DataFrame({
+            "case_id": [f"{n}/{r}/{layer}/b{batches.get(n)}/{dtype}/{device}/{'step' if layer == 'step' else 'update'}"
+                        for n, r, layer in zip(samples["network"], samples["rule"], samples["layer"])],
+            "label": samples["variant"], "index": samples["index"], "seconds": samples["seconds"]})
+    return out
+
+
+def _batch_size(steps: pd.DataFrame) -> dict[str, int]:
+    return {n: int(b) for n, b in zip(steps["network"], steps["batch_size"])}
 
 
 def verdict(best: float) -> str:
@@ -75,15 +138,16 @@ def headline_rows(steps: pd.DataFrame) -> pd.DataFrame:
     """Per network and rule: naive(G=8) and fh epoch and 20-epoch times, and the speedup."""
     rows = []
     for (network, rule), part in steps.groupby(["network", "rule"], sort=False):
-        by = {r["variant"]: r for _, r in part.iterrows()}
-        fh, base = by.get("fh"), by.get(BASELINE)
+        by = {r["label"]: r for _, r in part.iterrows()}
+        fh = by.get("fh")
+        base = by.get(fh["baseline"]) if fh is not None else None
         if fh is None or base is None:
             continue
         rows.append({"network": network, "dataset": fh["dataset"], "rule": rule, "batch": fh["batch_size"],
                      "naive_epoch_s": base["epoch_s"], "fh_epoch_s": fh["epoch_s"],
                      "naive_total_s": base["total_s"], "fh_total_s": fh["total_s"],
-                     "speedup": base["fh_speedup"], "low": base["fh_speedup_low"], "high": base["fh_speedup_high"],
-                     "estimated": bool(base["estimated"]), "naive_status": base["status"],
+                     "speedup": fh["speedup"], "low": fh["speedup_lo"], "high": fh["speedup_hi"],
+                     "estimated": bool(base["estimated"] or fh["estimated"]), "naive_status": base["status"],
                      "naive_method": base["method"], "fh_peak": fh["peak_bytes"], "naive_peak": base["peak_bytes"]})
     return pd.DataFrame(rows)
 
@@ -105,7 +169,13 @@ def _speedup_text(row: pd.Series) -> str:
     return f"{row['speedup']:.3g}×{interval}" + (" (estimated)" if row["estimated"] else "")
 
 
-def _figure_speedup(head: pd.DataFrame, title: str):
+def baseline_label(steps: pd.DataFrame) -> str:
+    """The label the set's speedups are measured against (the first one named; the default if none)."""
+    named = [b for b in steps.get("baseline", pd.Series(dtype=object)) if isinstance(b, str) and b]
+    return named[0] if named else BASELINE
+
+
+def _figure_speedup(head: pd.DataFrame, title: str, baseline: str):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.0), layout="constrained")
@@ -126,14 +196,14 @@ def _figure_speedup(head: pd.DataFrame, title: str):
     ax.set_yscale("log")
     ax.set_xticks(x, labels)
     ax.set_xlim(-0.6, len(head) - 0.4)
-    ax.set_ylabel(f"speedup of fh over {BASELINE} (×), whole step")
+    ax.set_ylabel(f"speedup of fh over {baseline} (×), whole step")
     ax.set_title(title)
     values = [v for v in list(head["speedup"]) + list(head["high"]) if math.isfinite(v)] + [80, 1]
     ax.set_ylim(0.8, max(values) * 1.8)
     return fig
 
 
-def _figure_layers(layers: pd.DataFrame, title: str):
+def _figure_layers(layers: pd.DataFrame, title: str, baseline: str):
     import matplotlib.pyplot as plt
 
     panels = list(layers.groupby(["network", "rule"], sort=False))
@@ -141,17 +211,17 @@ def _figure_layers(layers: pd.DataFrame, title: str):
     for ax, ((network, rule), part) in zip(axes[:, 0], panels):
         names = list(dict.fromkeys(part["layer"]))
         x = np.arange(len(names))
-        for offset, variant, color in ((-0.2, BASELINE, "tab:orange"), (0.2, "fh", "tab:blue")):
-            rows = part[part["variant"] == variant].set_index("layer").reindex(names)
+        for offset, variant, color in ((-0.2, baseline, "tab:orange"), (0.2, "fh", "tab:blue")):
+            rows = part[part["label"] == variant].set_index("layer").reindex(names)
             times = rows["median_s"].astype(float)  # measured, one cold run, or the calibrated estimate
             estimated = rows["status"] != "ok"
             ax.bar(x + offset, times, width=0.4, color=color, label=variant,
                    hatch=None, edgecolor=color)
             ax.bar((x + offset)[estimated.values], times[estimated.values], width=0.4, color="white",
                    edgecolor=color, hatch="//", label=f"{variant} (estimated)" if estimated.any() else None)
-        base = part[part["variant"] == BASELINE].set_index("layer").reindex(names)
+        fh = part[part["label"] == "fh"].set_index("layer").reindex(names)
         for i, name in enumerate(names):
-            s = base["fh_speedup"].iloc[i]
+            s = fh["speedup"].iloc[i]
             if math.isfinite(s):
                 ax.annotate(f"{s:.3g}×", (x[i], ax.get_ylim()[1]), xytext=(0, -10), textcoords="offset points",
                             ha="center", fontsize=7)
@@ -176,15 +246,16 @@ def build(path: str | Path, out: str | Path | None = None, argv: list[str] | Non
     device = f"{meta.get('device_name', '?')} ({meta.get('device', '?')})"
     title = f"{device}, {meta.get('dtype', '?')}, torch {meta.get('torch', '?')}"
     head = headline_rows(steps)
+    baseline = baseline_label(steps)
 
     doc = render.Document(f"hebbbench reproduce: {run_id}")
     best = float(head["speedup"].max()) if len(head) else math.nan
     doc.add(render.Heading("Verdict"), render.Paragraph(
-        f"On {device}, the best whole-step speedup of fh over the original formulation ({BASELINE}) is "
+        f"On {device}, the best whole-step speedup of fh over the original formulation ({baseline}) is "
         f"**{best:.3g}×**: the paper's \"up to 70×\" is **{verdict(best)}** here."
         if math.isfinite(best) else "No fh-over-naive speedup was measured."))
     doc.add(render.Heading("Epoch time, naive against FastHebb"), render.Table(
-        ["network", "dataset", "rule", "batch", f"{BASELINE} epoch", "fh epoch", f"{BASELINE} 20 epochs",
+        ["network", "dataset", "rule", "batch", f"{baseline} epoch", "fh epoch", f"{baseline} 20 epochs",
          "fh 20 epochs", "speedup [95 % CI]", "peak memory naive / fh"],
         [[r["network"], r["dataset"], r["rule"], str(r["batch"]), format_seconds(r["naive_epoch_s"]),
           format_seconds(r["fh_epoch_s"]), format_seconds(r["naive_total_s"]), format_seconds(r["fh_total_s"]),
@@ -204,9 +275,9 @@ def build(path: str | Path, out: str | Path | None = None, argv: list[str] | Non
         import matplotlib.pyplot as plt
 
         for stem, heading, make in (("speedup", "Whole-step speedup beside the published claims",
-                                     lambda: _figure_speedup(head, title)),
+                                     lambda: _figure_speedup(head, title, baseline)),
                                     ("layers", "Per-layer breakdown: where the speedup comes from",
-                                     lambda: _figure_layers(layers, title))):
+                                     lambda: _figure_layers(layers, title, baseline))):
             if (stem == "speedup" and head.empty) or (stem == "layers" and layers.empty):
                 doc.add(render.Heading(heading, 3), render.Paragraph("*Not drawn:* no data."))
                 continue
@@ -218,18 +289,19 @@ def build(path: str | Path, out: str | Path | None = None, argv: list[str] | Non
             doc.add(render.Heading(heading, 3), render.FigureBlock(stem, heading, png, svg))
 
     doc.add(render.Heading("Every variant"), render.Table(
-        ["network", "rule", "variant", "status", "step median", "IQR", "samples", "fh speedup", "epoch", "note"],
-        [[r["network"], r["rule"], r["variant"], str(r["status"]), format_seconds(r["median_s"]),
+        ["network", "rule", "variant", "status", "step median", "IQR", "samples", f"speedup over {baseline}",
+         "epoch", "note"],
+        [[r["network"], r["rule"], r["label"], str(r["status"]), format_seconds(r["median_s"]),
           format_seconds(r["iqr_s"]), str(r["n_samples"]), _speedup_text(
-              {"speedup": r["fh_speedup"], "low": r["fh_speedup_low"], "high": r["fh_speedup_high"],
+              {"speedup": r["speedup"], "low": r["speedup_lo"], "high": r["speedup_hi"],
                "estimated": bool(r["estimated"])}), format_seconds(r["epoch_s"]),
-          render.md_escape(str(r["note"]) if isinstance(r["note"], str) else "")]
+          render.md_escape(str(r["reason"]) if isinstance(r["reason"], str) else "")]
          for _, r in steps.iterrows()]))
     doc.add(render.Heading("Per layer"), render.Table(
-        ["network", "rule", "layer", "N", "M", "D", "variant", "status", "median", "fh speedup"],
-        [[r["network"], r["rule"], r["layer"], str(r["n"]), str(r["m"]), str(r["d"]), r["variant"],
+        ["network", "rule", "layer", "N", "M", "D", "variant", "status", "median", f"speedup over {baseline}"],
+        [[r["network"], r["rule"], r["layer"], str(r["n"]), str(r["m"]), str(r["d"]), r["label"],
           str(r["status"]), _layer_time_text(r),
-          f"{r['fh_speedup']:.3g}×" if math.isfinite(r["fh_speedup"]) else render.DASH]
+          f"{r['speedup']:.3g}×" if math.isfinite(r["speedup"]) else render.DASH]
          for _, r in layers.iterrows()]))
     info = env.get("env", {})
     doc.add(render.Heading("Environment"), render.Table(["item", "value"], [

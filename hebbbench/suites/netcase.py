@@ -32,8 +32,14 @@ weights (:class:`Case`).
    bootstrap interval over the samples of every measured term; such rows are marked
    ``estimated=True`` and say how in ``method``.
 
-Speedups are ratios of medians, "fh over this variant" (median(variant)/median(fh)),
-with a bootstrap 95 % interval where both sides have samples.
+Rows carry the store's key columns (:data:`hebbbench.store.KEY_COLUMNS`), as a grid's do: a
+layer row is the case ``network/rule/layer/bB/dtype/device/update``, a step row the case
+``network/rule/step/bB/dtype/device/step``. Each row's ``speedup`` is, as in ``hebbbench run``,
+median(baseline)/median(this variant) on the variant's own row, the baseline being the first
+``naive`` variant (naive with G = 8 by default): fh's row carries fh's speedup. Its 95 % interval
+is the bootstrap of :func:`hebbbench.measure.timing.speedup` where both sides were timed; where
+a step is composed, the percentile interval of the ratio of the composed bootstrap draws; where
+a layer's time is estimated, the point alone.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from hebbbench.nn.data import Batches, dataset_info
 from hebbbench.nn.networks import HebbianNetwork, LayerShape, NetworkSpec, layer_shapes
 from hebbbench.measure.numerics import relative_error, tolerance
 from hebbbench.measure.timing import Timing, TimingPolicy, speedup, time_interleaved
-from hebbbench.store import Status
+from hebbbench.store import KEY_COLUMNS, SCHEMA_VERSION, Status
 from hebbbench.nn.training import STEP, layer_inputs, load_weights, reset_call, step_call, update_call, weights
 
 #: the implementation every other is compared with (and checked against).
@@ -70,19 +76,22 @@ SKIPPED_MEMORY, SKIPPED_TIME, OVER_BUDGET, OOM, WRONG, ERROR = (
 #: statuses whose time is estimated rather than measured.
 ESTIMATED_STATUSES = (SKIPPED_MEMORY, SKIPPED_TIME, OVER_BUDGET, OOM)
 
-LAYER_COLUMNS = [
-    "network", "dataset", "rule", "impl", "options", "variant", "layer", "kind", "n", "m", "d", "status",
-    "estimated", "method", "median_s", "q1_s", "q3_s", "iqr_s", "rel_iqr", "n_samples", "fh_speedup",
-    "fh_speedup_low", "fh_speedup_high", "rel_error", "tolerance", "peak_bytes", "memory_method",
-    "predicted_s", "roofline_s", "predicted_peak_bytes", "flops", "bytes_model", "note",
+#: what every other variant's speedup is measured against: the first variant of this implementation
+#: (naive with the authors' G = 8 by default), as a grid's ``baseline`` key does in ``hebbbench run``.
+BASELINE_IMPL = "naive"
+
+#: the network suite's own columns, after the store's key columns (:data:`hebbbench.store.KEY_COLUMNS`).
+LAYER_COLUMNS = [*KEY_COLUMNS,
+    "network", "dataset", "rule", "layer", "kind", "n", "m", "d", "estimated", "method", "iqr_s", "rel_iqr",
+    "rel_error", "tolerance", "peak_bytes", "memory_method", "predicted_s", "roofline_s", "predicted_peak_bytes",
+    "flops", "bytes_model",
 ]
-STEP_COLUMNS = [
-    "network", "dataset", "rule", "impl", "options", "variant", "batch_size", "status", "estimated", "method",
-    "median_s", "q1_s", "q3_s", "iqr_s", "n_samples", "fh_speedup", "fh_speedup_low", "fh_speedup_high",
-    "layers_measured", "layers_estimated", "images_per_epoch", "batches_per_epoch", "epoch_s", "epochs",
-    "total_s", "data_source", "data_s_per_batch", "epoch_data_s", "peak_bytes", "memory_method", "note",
+STEP_COLUMNS = [*KEY_COLUMNS,
+    "network", "dataset", "rule", "batch_size", "estimated", "method", "iqr_s", "layers_measured",
+    "layers_estimated", "images_per_epoch", "batches_per_epoch", "epoch_s", "epochs", "total_s", "data_source",
+    "data_s_per_batch", "epoch_data_s", "peak_bytes", "memory_method",
 ]
-SAMPLE_COLUMNS = ["network", "rule", "variant", "layer", "index", "seconds"]
+SAMPLE_COLUMNS = ["case_id", "label", "index", "seconds"]
 
 
 def variant_label(impl: str, options: dict[str, Any]) -> str:
@@ -165,6 +174,8 @@ class Case:
         self.max_s, self.memory_budget, self.report = max_naive_seconds, memory_budget, report
         self.itemsize = torch.empty((), dtype=dtype).element_size()
         self.ref = next(v for v in variants if v.label == REFERENCE)
+        self.baseline = next((v for v in variants if v.impl == BASELINE_IMPL), None)
+        self.dtype_name = str(dtype).removeprefix("torch.")
         self.others = [v for v in variants if v is not self.ref]
         self.state = weights(self.ref.net)
         for v in self.others:
@@ -333,45 +344,56 @@ class Case:
                 load_weights(v.net, self.state)
 
     # -- rows ----------------------------------------------------------------------------------
-    def _base(self, v: Variant) -> dict[str, Any]:
-        return {"network": self.spec.name, "dataset": self.dataset, "rule": self.rule, "impl": v.impl,
-                "options": json.dumps(v.options, sort_keys=True), "variant": v.label}
+    def _keys(self, v: Variant, part: str, what: str, batch: int) -> dict[str, Any]:
+        """The key columns of variant ``v``'s row for ``part`` (a layer, or ``step``); run_id is the set's."""
+        base = self.baseline
+        return {"schema": SCHEMA_VERSION, "run_id": "", "network": self.spec.name, "dataset": self.dataset,
+                "rule": self.rule,
+                "case_id": f"{self.spec.name}/{self.rule}/{part}/b{batch}/{self.dtype_name}/{self.device}/{what}",
+                "label": v.label, "impl": v.impl, "impl_options": json.dumps(v.options, sort_keys=True),
+                "baseline": base.label if base is not None else "", "device": str(self.device),
+                "dtype": self.dtype_name, "what": what}
+
+    def _layer_speedup(self, name: str, v: Variant) -> tuple[float, float, float]:
+        """median(baseline)/median(v) on layer ``name``: bootstrapped where both were timed, else the
+        ratio of the times the run used (a measured median or an estimate), else NaN."""
+        if self.baseline is None:
+            return math.nan, math.nan, math.nan
+        base, out = self.outcomes[(name, self.baseline.label)], self.outcomes[(name, v.label)]
+        if base.status == OK and out.status == OK and base.timing is not None and out.timing is not None:
+            return speedup(base.timing.samples, out.timing.samples)
+        return base.seconds / out.seconds, math.nan, math.nan
 
     def layer_rows(self) -> list[dict[str, Any]]:
         rows = []
         for name, shape in self.shapes.items():
-            ref = self.outcomes[(name, REFERENCE)]
             for v in self.variants:
                 out = self.outcomes[(name, v.label)]
                 rule = v.net.hebbian_layers[name].rule
                 t = out.timing if out.status == OK else None
-                point, low, high = (math.nan,) * 3
-                if v is self.ref:
-                    point = 1.0
-                elif t is not None and ref.timing is not None:
-                    point, low, high = speedup(t.samples, ref.timing.samples)
-                elif out.status in ESTIMATED_STATUSES and ref.timing is not None:
-                    point = out.estimate_s / ref.timing.median
+                point, low, high = self._layer_speedup(name, v)
                 rows.append({
-                    **self._base(v), "layer": name, "kind": shape.kind, "n": shape.n, "m": shape.m, "d": shape.d,
-                    "status": out.status, "estimated": out.status in ESTIMATED_STATUSES, "method": out.method,
+                    **self._keys(v, name, "update", self.spec.batch_size), "status": out.status,
+                    "reason": out.note,
                     "median_s": out.seconds if out.status in (OK, *ESTIMATED_STATUSES) else math.nan,
                     "q1_s": t.q1 if t else math.nan, "q3_s": t.q3 if t else math.nan,
-                    "iqr_s": t.iqr if t else math.nan, "rel_iqr": t.rel_iqr if t else math.nan,
                     "n_samples": len(t.samples) if t else 0,
-                    "fh_speedup": point, "fh_speedup_low": low, "fh_speedup_high": high,
+                    "speedup": point, "speedup_lo": low, "speedup_hi": high,
+                    "layer": name, "kind": shape.kind, "n": shape.n, "m": shape.m, "d": shape.d,
+                    "estimated": out.status in ESTIMATED_STATUSES, "method": out.method,
+                    "iqr_s": t.iqr if t else math.nan, "rel_iqr": t.rel_iqr if t else math.nan,
                     "rel_error": out.rel_error, "tolerance": tolerance(self.dtype, rule.rtol),
                     "peak_bytes": out.peak.bytes, "memory_method": out.peak.method,
                     "predicted_s": self.calibration.predict(self.rule, v.impl, v.label, out.roofline_s)[0],
                     "roofline_s": out.roofline_s, "predicted_peak_bytes": out.predicted_peak,
                     "flops": rule.flops(shape.n, shape.m, shape.d),
                     "bytes_model": rule.bytes_moved(shape.n, shape.m, shape.d, self.itemsize),
-                    "note": out.note,
                 })
         return rows
 
-    def _composed_interval(self, v: Variant, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-        """Composed step time of ``v`` and the bootstrap interval of fh's speedup over it."""
+    def _composed_draws(self, v: Variant, resamples: int = 2000, seed: int = 0) -> tuple[float, np.ndarray, np.ndarray]:
+        """Composed step time of ``v``: the point, its bootstrap draws (resamples,) and the draws of
+        fh's step that the composition used (the same in every call: one seed)."""
         rng = np.random.default_rng(seed)
         ref_step = np.asarray(self.step_timings[REFERENCE].samples)
 
@@ -394,22 +416,41 @@ class Case:
         # noise can make the difference negative when the forward part is tiny: it is >= 0
         total = np.maximum(forward, 0.0) + variant
         point += max(point_forward, 0.0)
-        ratios = total / ref_boot
-        return point, float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+        return point, total, ref_boot
+
+    def _step_draws(self, v: Variant, resamples: int = 2000) -> np.ndarray:
+        """Bootstrap draws of ``v``'s step time (resamples,): composed, or of its own samples."""
+        if v.label not in self.step_timings:
+            return self._composed_draws(v, resamples)[1]
+        if v is self.ref:
+            return self._composed_draws(v, resamples)[2]  # the draws the composed steps were built on
+        s = np.asarray(self.step_timings[v.label].samples)
+        rng = np.random.default_rng(1)
+        return np.median(s[rng.integers(0, len(s), size=(resamples, len(s)))], axis=1)
+
+    def _step_speedup(self, v: Variant, medians: dict[str, float]) -> tuple[float, float, float]:
+        """median(baseline)/median(v) of the whole step: bootstrapped where both were timed, else from
+        the composed draws; NaN where either has no time."""
+        base = self.baseline
+        if base is None or not (math.isfinite(medians[base.label]) and math.isfinite(medians[v.label])):
+            return math.nan, math.nan, math.nan
+        if base.label in self.step_timings and v.label in self.step_timings:
+            return speedup(self.step_timings[base.label].samples, self.step_timings[v.label].samples)
+        ratios = self._step_draws(base) / self._step_draws(v)
+        return (medians[base.label] / medians[v.label], float(np.percentile(ratios, 2.5)),
+                float(np.percentile(ratios, 97.5)))
 
     def step_rows(self, epochs: int) -> list[dict[str, Any]]:
         info = dataset_info(self.dataset)
         batch = self.spec.batch_size
         per_epoch = math.ceil(info.train_images / batch)
-        ref_t = self.step_timings[REFERENCE]
-        rows = []
+        rows, medians = [], {}
         for v in self.variants:
             statuses = self._layer_status(v)
             measured = sum(s == OK for s in statuses)
             estimated_layers = [n for n, s in zip(self.shapes, statuses) if s in ESTIMATED_STATUSES]
             failed = [f"{n} {s}" for n, s in zip(self.shapes, statuses) if s in (WRONG, ERROR)]
             t = self.step_timings.get(v.label)
-            point, low, high = (math.nan,) * 3
             q1 = q3 = math.nan
             samples = 0
             peak = self.step_peaks.get(v.label)
@@ -419,32 +460,32 @@ class Case:
             elif t is not None:
                 status, median, method, note = OK, t.median, "measured: interleaved whole-step timings", ""
                 q1, q3, samples = t.q1, t.q3, len(t.samples)
-                point, low, high = (1.0, math.nan, math.nan) if v is self.ref else speedup(t.samples, ref_t.samples)
             else:
                 status = ESTIMATED if estimated_layers else COMPOSED
-                median, low, high = self._composed_interval(v)
-                point = median / ref_t.median
+                median = self._composed_draws(v)[0]
                 method = (f"composed: {REFERENCE} step - {REFERENCE} updates + this variant's updates "
                           f"({measured} measured, {len(estimated_layers)} estimated)")
                 note = ("estimated layers: " + ", ".join(
                     f"{n} {self.outcomes[(n, v.label)].status}" for n in estimated_layers)) if estimated_layers \
                     else ("whole step not timed directly: predicted or measured over the "
                           f"{self.max_s:.3g} s per-call budget, or the run's time budget spent")
+            medians[v.label] = median
             if peak is None:
                 peak = self._layer_peak(v)
             epoch_s = per_epoch * median
             rows.append({
-                **self._base(v), "batch_size": batch, "status": status,
-                "estimated": status in (COMPOSED, ESTIMATED), "method": method, "median_s": median,
-                "q1_s": q1, "q3_s": q3, "iqr_s": q3 - q1, "n_samples": samples,
-                "fh_speedup": point, "fh_speedup_low": low, "fh_speedup_high": high,
-                "layers_measured": measured, "layers_estimated": len(estimated_layers),
+                **self._keys(v, STEP, "step", batch), "status": status, "reason": note,
+                "median_s": median, "q1_s": q1, "q3_s": q3, "n_samples": samples,
+                "batch_size": batch, "estimated": status in (COMPOSED, ESTIMATED), "method": method,
+                "iqr_s": q3 - q1, "layers_measured": measured, "layers_estimated": len(estimated_layers),
                 "images_per_epoch": info.train_images, "batches_per_epoch": per_epoch, "epoch_s": epoch_s,
                 "epochs": epochs, "total_s": epochs * epoch_s, "data_source": self.batches.source,
                 "data_s_per_batch": self.batches.seconds_per_batch,
                 "epoch_data_s": per_epoch * self.batches.seconds_per_batch,
-                "peak_bytes": peak.bytes, "memory_method": peak.method, "note": note,
+                "peak_bytes": peak.bytes, "memory_method": peak.method,
             })
+        for row, v in zip(rows, self.variants):
+            row["speedup"], row["speedup_lo"], row["speedup_hi"] = self._step_speedup(v, medians)
         return rows
 
     def _layer_peak(self, v: Variant) -> Peak:
@@ -463,11 +504,13 @@ class Case:
 
     def sample_rows(self) -> list[dict[str, Any]]:
         rows = []
+        batch = self.spec.batch_size
         for (name, label), out in self.outcomes.items():
             if out.status == OK and out.timing is not None:
-                rows += [{"network": self.spec.name, "rule": self.rule, "variant": label, "layer": name,
-                          "index": i, "seconds": s} for i, s in enumerate(out.timing.samples)]
+                case_id = self._keys(self.ref, name, "update", batch)["case_id"]
+                rows += [{"case_id": case_id, "label": label, "index": i, "seconds": s}
+                         for i, s in enumerate(out.timing.samples)]
         for label, t in self.step_timings.items():
-            rows += [{"network": self.spec.name, "rule": self.rule, "variant": label, "layer": STEP,
-                      "index": i, "seconds": s} for i, s in enumerate(t.samples)]
+            case_id = self._keys(self.ref, STEP, "step", batch)["case_id"]
+            rows += [{"case_id": case_id, "label": label, "index": i, "seconds": s} for i, s in enumerate(t.samples)]
         return rows
