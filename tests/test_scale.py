@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,6 +20,7 @@ from hebbbench import cli
 from hebbbench.measure.devices import cuda_count
 from hebbbench.nn.networks import layer_shapes, scale_spec
 from hebbbench.nn.parallel import Comm
+from hebbbench.reports import scale as scale_report
 from hebbbench.suites.scale import COLUMNS, ScaleConfig, available_cores, measure
 
 #: a very small 6-layer net: conv 3→6 k5, 6→8, 8→12, 12→16, fc 144→256.
@@ -65,8 +67,13 @@ def test_scale_writes_one_row_per_world_size_rule_and_impl(scaled):
     frame = read(out)
     assert list(frame.columns) == COLUMNS
     assert len(frame) == 8 and set(frame["status"]) == {"ok"}, frame[["status", "reason"]]
-    assert sorted(zip(frame["world_size"], frame["rule"], frame["impl"])) == sorted(
-        (w, r, i) for w in (1, 2) for r in ("swta", "hpca") for i in ("fh", "naive:group_size=4"))
+    assert sorted(zip(frame["world_size"], frame["rule"], frame["label"])) == sorted(
+        (w, r, i) for w in (1, 2) for r in ("swta", "hpca") for i in ("fh", "naive(G=4)"))
+    assert set(zip(frame["impl"], frame["impl_options"])) == {("fh", "{}"), ("naive", '{"group_size": 4}')}
+    assert set(frame["case_id"]) == {f"6layer/{r}/strong/w{w}/b4/float32/cpu/step" for w in (1, 2)
+                                     for r in ("swta", "hpca")}
+    assert set(frame["baseline"]) == {"naive(G=4)"} and set(frame["what"]) == {"step"}
+    assert set(frame["n_samples"]) == {2} and not frame.duplicated(["case_id", "label"]).any()
     assert set(frame["global_batch"]) == {4}  # strong scaling: the global batch is fixed
     assert dict(zip(frame["world_size"], frame["rank_batch"])) == {1: 4, 2: 2}
     cores = available_cores()
@@ -76,14 +83,43 @@ def test_scale_writes_one_row_per_world_size_rule_and_impl(scaled):
 
 def test_scale_derives_throughput_and_efficiency_from_the_step_times(scaled):
     frame = read(scaled[0])
-    assert (frame["throughput_img_s"] - frame["global_batch"] / frame["median_step_s"]).abs().max() < 1e-6
-    for (rule, impl), part in frame.groupby(["rule", "impl"]):
+    assert (frame["throughput_img_s"] - frame["global_batch"] / frame["median_s"]).abs().max() < 1e-6
+    for (rule, impl), part in frame.groupby(["rule", "label"]):
         one = part[part["world_size"] == 1].iloc[0]
         two = part[part["world_size"] == 2].iloc[0]
         assert one["efficiency"] == 1.0
         assert two["efficiency"] == pytest.approx(two["throughput_img_s"] / (2 * one["throughput_img_s"]))
         assert 0 <= two["comm_share"] <= 1 and two["median_comm_s"] > 0
         assert one["comm_share"] == 0 and one["comm_calls_per_step"] == 0
+
+
+def test_scale_speedup_is_the_baselines_median_step_over_this_rows(scaled):
+    """As in a grid set: median(baseline)/median(row) at the same case (device, world size, rule),
+    from the step times in samples.jsonl (a step's time: the slowest rank's)."""
+    out, _ = scaled
+    frame = read(out)
+    records = {(r["case_id"], r["label"]): np.max(r["step_s"], axis=0)
+               for r in map(json.loads, (out / "samples.jsonl").read_text().splitlines())}
+    for _, row in frame.iterrows():
+        mine, base = records[(row["case_id"], row["label"])], records[(row["case_id"], row["baseline"])]
+        assert row["median_s"] == pytest.approx(np.median(mine), rel=1e-12)
+        assert row["speedup"] == pytest.approx(np.median(base) / np.median(mine), rel=1e-12)
+        assert row["speedup_lo"] <= row["speedup"] <= row["speedup_hi"]
+
+
+def test_a_scale_set_with_the_older_columns_reads_as_its_migrated_copy(tmp_path):
+    """tests/data/scale-set-v1 is the committed scale set as written before the key columns; results/
+    holds it migrated: both read to the same rows, and their reports say the same."""
+    older = Path(__file__).parent / "data" / "scale-set-v1"
+    migrated = Path(__file__).parents[1] / "results" / "scale-6layer-cpu-20261130-040833"
+    assert "median_step_s" in pd.read_csv(older / "results.csv").columns
+    _, old_rows = scale_report.read(older)
+    _, new_rows = scale_report.read(migrated)
+    pd.testing.assert_frame_equal(old_rows, new_rows, check_dtype=False)
+    assert list(new_rows.columns) == COLUMNS
+    texts = [scale_report.write_report(source, tmp_path / name).markdown.read_text()
+             for source, name in ((older, "a"), (migrated, "b"))]
+    assert texts[0] == texts[1] and "| cpu | 1 | swta | fh | 64 | 64 | 2 | 347 ms" in texts[0]
 
 
 def test_scale_counts_the_traffic_and_checks_the_weights(scaled):
@@ -124,7 +160,7 @@ def test_scale_report_has_figure_table_and_communication_per_layer(scaled, tmp_p
     text = (report / "report.md").read_text()
     assert "**Strong scaling**" in text and "![throughput" in text
     assert text.count("| cpu | 2 |") == 4 and "fc5" in text and "M·D + 1" in text
-    assert "hpca/naive:group_size=4 GFLOP per rank" in text
+    assert "hpca/naive(G=4) GFLOP per rank" in text and "speedup over naive(G=4)" in text
     assert f"results in {out}" in proc.stdout and "report in reports/set" in proc.stdout
     # hebbbench report rewrites a scale set's report, elsewhere when asked
     code, stdout, err = run_cli(monkeypatch, capsys, "report", str(out), "--out", str(tmp_path / "again"))
@@ -214,7 +250,7 @@ def test_torchrun_on_one_node_runs_every_world_size_as_a_subgroup(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     frame = read(out)
     assert list(frame["world_size"]) == [1, 2] and set(frame["status"]) == {"ok"}  # default: up to torchrun's 2
-    assert set(zip(frame["rule"], frame["impl"])) == {("hpca", "fh-auto")}  # swta has no fh-auto
+    assert set(zip(frame["rule"], frame["label"])) == {("hpca", "fh-auto")}  # swta has no fh-auto
     assert set(frame["launcher"]) == {"torchrun"} and frame["in_sync"].all()
     assert frame.loc[frame["world_size"] == 2, "rel_diff_vs_w1"].iloc[0] < 1e-4
     assert (report_of(out) / "report.md").is_file() and (report_of(out) / "scale.png").is_file()

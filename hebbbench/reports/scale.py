@@ -9,6 +9,7 @@ against its compute (``hebbbench.suites.scale.communication_table``).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +42,17 @@ class ScaleReport:
 
 
 def read(path: str | Path) -> tuple[dict, pd.DataFrame]:
-    from hebbbench.suites.scale import RESULTS
+    """env.json and results.csv of a scale set; rows written before the key columns are read into them."""
+    from hebbbench.suites.scale import RESULTS, SAMPLES, from_older_rows
 
     path = Path(path)
     env = store.require(path, "hebbbench report", (store.Kind.SCALE,)).env
     if not (path / RESULTS).is_file():
         raise UserError(f"{path} is incomplete: {RESULTS} is missing")
     frame = pd.read_csv(path / RESULTS, keep_default_na=False, na_values=[""])
+    if "median_step_s" in frame.columns:
+        lines = (path / SAMPLES).read_text().splitlines() if (path / SAMPLES).is_file() else []
+        frame = from_older_rows(env, frame, [json.loads(line) for line in lines if line.strip()])
     return env, frame
 
 
@@ -69,7 +74,7 @@ def draw(frame: pd.DataFrame, env: dict) -> Figure | None:
     per = "global batch" if config.get("scaling", "strong") == "strong" else "batch per rank"
     fig.suptitle(f"hebbbench scale: {config.get('network', '?')}{width}, {config.get('scaling', '?')} scaling "
                  f"({per} {batch}), data-parallel Hebbian step", fontsize=12)
-    labels = list(dict.fromkeys(series_label(r, i) for r, i in zip(ok["rule"], ok["impl"])))
+    labels = list(dict.fromkeys(series_label(r, i) for r, i in zip(ok["rule"], ok["label"])))
     color = {label: f"C{k % 10}" for k, label in enumerate(labels)}
     sizes = sorted(set(int(w) for w in frame["world_size"]))
     for row, device in enumerate(devices):
@@ -77,7 +82,7 @@ def draw(frame: pd.DataFrame, env: dict) -> Figure | None:
         name = short_device_name(part["device_name"].iloc[0])
         backend = part["backend"].iloc[0]
         ax_tp, ax_eff, ax_comm = axes[row]
-        for (rule, impl), s in part.groupby(["rule", "impl"], sort=False):
+        for (rule, impl), s in part.groupby(["rule", "label"], sort=False):
             s = s.sort_values("world_size")
             label = series_label(rule, impl)
             style = dict(color=color[label], marker=MARKERS.get(rule, "o"), label=label)
@@ -124,25 +129,37 @@ def results_table(frame: pd.DataFrame) -> render.Table:
     rows = []
     for _, r in frame.iterrows():
         if r["status"] == "ok":
-            step = f"{format_seconds(r['median_step_s'])} [{format_seconds(r['q1_step_s'])}, " \
-                   f"{format_seconds(r['q3_step_s'])}]"
-            cells = [step, f"{r['throughput_img_s']:.1f}", _cell(r["efficiency"], lambda v: f"{100 * v:.0f} %"),
+            step = f"{format_seconds(r['median_s'])} [{format_seconds(r['q1_s'])}, " \
+                   f"{format_seconds(r['q3_s'])}]"
+            cells = [step, _speedup_cell(r), f"{r['throughput_img_s']:.1f}",
+                     _cell(r["efficiency"], lambda v: f"{100 * v:.0f} %"),
                      f"{100 * r['comm_share']:.1f} %",
                      f"{int(r['comm_calls_per_step'])} calls, {format_bytes(r['comm_bytes_per_step'])}",
                      _cell(r["rel_diff_vs_w1"], lambda v: f"{v:.1e}"), "yes" if r["in_sync"] else "**no**", "ok"]
         else:
-            cells = [render.DASH] * 7 + [f"**{r['status']}**: {r['reason']}"]
-        rows.append([r["device"], str(r["world_size"]), r["rule"], r["impl"], str(r["global_batch"]),
+            cells = [render.DASH] * 8 + [f"**{r['status']}**: {r['reason']}"]
+        rows.append([r["device"], str(r["world_size"]), r["rule"], r["label"], str(r["global_batch"]),
                      str(r["rank_batch"]), str(r["threads_per_rank"]), *cells])
+    baselines = sorted({b for b in frame["baseline"] if isinstance(b, str) and b})
     return render.Table(["device", "w", "rule", "impl", "global batch", "per rank", "threads/rank",
-                         "step time, median [q1, q3]", "throughput (images/s)", "efficiency", "comm share",
+                         "step time, median [q1, q3]", f"speedup over {' / '.join(baselines) or 'the baseline'}",
+                         "throughput (images/s)", "efficiency", "comm share",
                          "all-reduce per step (per rank)", "change vs w = 1", "ranks identical", "status"],
-                        rows, align="lrllrrrrrrrrrll")
+                        rows, align="lrllrrrrrrrrrrll")
+
+
+def _speedup_cell(r: pd.Series) -> str:
+    """median(baseline)/median(this) at the same device and world size, with its 95 % interval."""
+    if not math.isfinite(r["speedup"]):
+        return render.DASH
+    interval = (f" [{r['speedup_lo']:.3g}, {r['speedup_hi']:.3g}]"
+                if math.isfinite(r["speedup_lo"]) and math.isfinite(r["speedup_hi"]) else "")
+    return f"{r['speedup']:.3g}×{interval}"
 
 
 def layers_table(env: dict) -> tuple[render.Table, str]:
     from hebbbench.nn.networks import LayerSpec, NetworkSpec
-    from hebbbench.suites.scale import ScaleConfig, communication_table
+    from hebbbench.suites.scale import ScaleConfig, communication_table, variant
 
     spec_dict = dict(env["network"]["spec"])
     spec_dict["layers"] = tuple(LayerSpec(**layer) for layer in spec_dict["layers"])
@@ -155,13 +172,14 @@ def layers_table(env: dict) -> tuple[render.Table, str]:
     table = communication_table(spec, batch, variants, tuple(sizes))
     columns = ["layer", "N (rows, whole batch)", "M", "D", "all-reduced: M·D + 1 (float32)",
                "HPCA with YᵀX, YᵀY apart: M·D + M²", "batch norm: 2M + 1 (float64)"]
-    columns += [f"{r}/{i} GFLOP per rank, w = {' → '.join(map(str, sizes))}" for r, i in variants]
+    labels = [(r, variant(i)[2]) for r, i in variants]
+    columns += [f"{r}/{label} GFLOP per rank, w = {' → '.join(map(str, sizes))}" for r, label in labels]
     rows = []
     for _, r in table.iterrows():
         line = [r["layer"], f"{r['n']:,}", f"{r['m']:,}", f"{r['d']:,}",
                 f"{r['update_numbers']:,} ({format_bytes(r['update_bytes'])})", f"{r['separate_numbers']:,}",
                 format_bytes(r["batchnorm_bytes"])]
-        line += [" → ".join(f"{r[f'{rule}/{impl} w={w} gflop']:.3g}" for w in sizes) for rule, impl in variants]
+        line += [" → ".join(f"{r[f'{rule}/{label} w={w} gflop']:.3g}" for w in sizes) for rule, label in labels]
         rows.append(line)
     total = int(table["update_bytes"].sum())
     text = (f"Per step every rank all-reduces {format_bytes(total)} of partial sums and "

@@ -35,8 +35,16 @@ torchrun's, and each world size w runs on ranks 0..w−1 (a subgroup) while the 
 
 A result set is a folder: ``results.csv`` (one row per device × world size × rule × impl),
 ``samples.jsonl`` (every rank's raw step and communication times), ``env.json`` (the
-environment, the configuration, ``kind: "scale"``), ``report.md`` and the figure
-``scale.png``/``scale.svg`` (:mod:`hebbbench.reports.scale`).
+environment, the configuration, ``kind: "scale"``); its report (``scale.png``/``scale.svg``
+and ``report.md``, :mod:`hebbbench.reports.scale`) goes to ``reports/<run-id>/``.
+
+Rows carry the store's key columns (:data:`hebbbench.store.KEY_COLUMNS`), as a grid's do: the
+case is ``network/rule/scaling/w<w>/b<global batch>/float32/device/step`` (everything but the
+implementation), the label the implementation with its options (``naive(G=8)``), ``median_s``,
+``q1_s``, ``q3_s`` the step time (the slowest rank's, per step) over ``n_samples`` steps, and
+``speedup`` = median(baseline)/median(this row) at the same device and world size with the
+bootstrap interval of :func:`hebbbench.measure.timing.speedup`, the baseline being the first
+``naive`` implementation listed (none: NaN). Scaling against world size 1 is ``efficiency``.
 """
 
 from __future__ import annotations
@@ -69,6 +77,8 @@ from hebbbench.errors import UserError
 from hebbbench.nn.networks import NETWORKS, NetworkSpec, build_network, layer_shapes, scale_spec
 from hebbbench.nn.training import load_weights, weights
 from hebbbench.rules.specs import parse_spec
+from hebbbench.measure.timing import speedup
+from hebbbench.suites.grid import Variant
 
 KIND = store.Kind.SCALE
 SCHEMA_VERSION = store.SCHEMA_VERSION
@@ -78,13 +88,27 @@ DEVICE_TYPES = ("cpu", "cuda")
 #: distinct mini-batches cycled through by the timed steps.
 BATCHES = 4
 
-COLUMNS = [
-    "schema", "run_id", "device", "device_name", "backend", "launcher", "nodes", "network", "rule", "impl",
-    "scaling", "world_size", "global_batch", "rank_batch", "threads_per_rank", "dtype", "reduce", "steps",
-    "warmup_steps", "status", "reason", "median_step_s", "q1_step_s", "q3_step_s", "rel_iqr", "throughput_img_s",
+#: the implementation other variants' speedups are measured against (its first variant listed).
+BASELINE_IMPL = "naive"
+
+COLUMNS = [*store.KEY_COLUMNS,
+    "device_name", "backend", "launcher", "nodes", "network", "rule", "scaling", "world_size", "global_batch",
+    "rank_batch", "threads_per_rank", "reduce", "steps", "warmup_steps", "rel_iqr", "throughput_img_s",
     "efficiency", "median_comm_s", "comm_share", "update_comm_s", "batchnorm_comm_s", "comm_calls_per_step",
     "comm_bytes_per_step", "update_bytes_per_step", "in_sync", "rel_diff_vs_w1", "finished_at",
 ]
+
+
+def variant(item: str) -> tuple[str, str, str]:
+    """An implementation item as written (``naive:group_size=8``) -> (impl, impl_options as JSON, label)."""
+    spec = parse_spec(item)
+    return spec.name, json.dumps(spec.kwargs, sort_keys=True), Variant(spec.name, spec.options).label
+
+
+def case_id(config: "ScaleConfig", device: str, world_size: int, rule: str) -> str:
+    """Everything of a row but the implementation."""
+    return (f"{config.network}/{rule}/{config.scaling}/w{world_size}/b{config.global_batch(world_size)}/"
+            f"float32/{device}/step")
 
 
 @dataclass(frozen=True)
@@ -126,6 +150,10 @@ class ScaleConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def baseline(self) -> str:
+        """The label speedups are measured against: the first naive item's; "" when none is timed."""
+        return next((variant(i)[2] for i in self.impls if parse_spec(i).name == BASELINE_IMPL), "")
 
 
 def check(config: ScaleConfig) -> None:
@@ -261,13 +289,13 @@ def summarise(result: dict[str, Any], config: ScaleConfig) -> dict[str, Any]:
     if result.get("status") != "ok":
         return {"status": result.get("status", "error"), "reason": result.get("reason", "")}
     samples = np.asarray(result["samples"])  # (w, steps, 3)
-    step = samples[:, :, 0].max(axis=0)  # the slowest rank's time, per step
+    step = step_times(samples[:, :, 0])  # the slowest rank's time, per step
     comm = samples[:, :, 1:].sum(axis=2).mean(axis=0)  # time inside all-reduce calls, mean over ranks
     median = float(np.median(step))
     q1, q3 = (float(v) for v in np.percentile(step, [25, 75]))
     w = int(result["world_size"])
     return {
-        "status": "ok", "reason": "", "median_step_s": median, "q1_step_s": q1, "q3_step_s": q3,
+        "status": "ok", "reason": "", "median_s": median, "q1_s": q1, "q3_s": q3, "n_samples": len(step),
         "rel_iqr": (q3 - q1) / median if median > 0 else math.nan,
         "throughput_img_s": config.global_batch(w) / median if median > 0 else math.nan,
         "median_comm_s": float(np.median(comm)), "comm_share": float(np.median(comm / step)),
@@ -279,11 +307,28 @@ def summarise(result: dict[str, Any], config: ScaleConfig) -> dict[str, Any]:
     }
 
 
+def step_times(samples: np.ndarray) -> np.ndarray:
+    """Every rank's step times (w, steps) -> the step's time, the slowest rank's (steps,)."""
+    return np.asarray(samples).max(axis=0)
+
+
+def add_speedups(frame: pd.DataFrame, steps: dict[tuple[str, str], np.ndarray]) -> pd.DataFrame:
+    """``speedup`` = median(baseline)/median(row) with its interval, per case, from the step times
+    ``steps[(case_id, label)]`` of the rows that ran."""
+    frame = frame.copy()
+    frame[["speedup", "speedup_lo", "speedup_hi"]] = math.nan
+    for index, row in frame.iterrows():
+        base, mine = steps.get((row["case_id"], row["baseline"])), steps.get((row["case_id"], row["label"]))
+        if row["status"] == "ok" and base is not None and mine is not None:
+            frame.loc[index, ["speedup", "speedup_lo", "speedup_hi"]] = speedup(list(base), list(mine))
+    return frame
+
+
 def add_ratios(frame: pd.DataFrame) -> pd.DataFrame:
-    """Scaling efficiency against world size 1 of the same device, rule and impl."""
+    """Scaling efficiency against world size 1 of the same device, rule and variant."""
     frame = frame.copy()
     frame["efficiency"] = math.nan
-    for _, part in frame.groupby(["device", "rule", "impl"], sort=False):
+    for _, part in frame.groupby(["device", "rule", "label"], sort=False):
         base = part[(part["world_size"] == 1) & (part["status"] == "ok")]
         if base.empty:
             continue
@@ -292,6 +337,26 @@ def add_ratios(frame: pd.DataFrame) -> pd.DataFrame:
             if row["status"] == "ok":
                 frame.loc[index, "efficiency"] = row["throughput_img_s"] / (row["world_size"] * one)
     return frame
+
+
+def from_older_rows(env: dict[str, Any], frame: pd.DataFrame, records: list[dict[str, Any]]) -> pd.DataFrame:
+    """A scale set's rows written before the key columns (``median_step_s``, ``q1_step_s``, ``q3_step_s``,
+    no case or label), in them: the same numbers, the speedups from its samples.jsonl."""
+    raw = dict(env.get("config") or {})
+    config = ScaleConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()
+                            if k in {f.name for f in dataclasses.fields(ScaleConfig)}})
+    frame = frame.rename(columns={"median_step_s": "median_s", "q1_step_s": "q1_s", "q3_step_s": "q3_s"})
+    items = [str(i) for i in frame["impl"]]
+    frame["case_id"] = [case_id(config, d, int(w), r) for d, w, r in zip(frame["device"], frame["world_size"],
+                                                                         frame["rule"])]
+    frame["impl"], frame["impl_options"], frame["label"] = zip(*map(variant, items)) if items else ((), (), ())
+    frame["baseline"], frame["what"] = config.baseline(), "step"
+    frame["n_samples"] = [int(config.steps) if st == "ok" else 0 for st in frame["status"]]
+    steps = {}
+    for record in records:
+        key = (case_id(config, record["device"], int(record["world_size"]), record["rule"]), variant(record["impl"])[2])
+        steps[key] = step_times(np.asarray(record["step_s"]))
+    return add_speedups(frame, steps)[COLUMNS]
 
 
 def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -316,6 +381,8 @@ class ScaleSet:
         self.rows: list[dict[str, Any]] = []
         #: (device, rule, impl) -> what the last timed step changed in the weights at world size 1
         self.first_change: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
+        #: (case_id, label) -> the step times (steps,) of a row that ran
+        self.steps: dict[tuple[str, str], np.ndarray] = {}
         self.env = {"schema_version": SCHEMA_VERSION, "kind": KIND.value, "run_id": self.run_id, "started_at": now(),
                     "finished_at": None, "status": "running", "launcher": launcher, "config": config.as_dict(),
                     "network": {"spec": dataclasses.asdict(config.spec()),
@@ -330,12 +397,15 @@ class ScaleSet:
             nodes: int, name: str) -> None:
         """One (device, world size, rule, impl) result: its row, its raw samples."""
         config = self.config
-        row = {"schema": SCHEMA_VERSION, "run_id": self.run_id, "device": device, "device_name": name,
-               "backend": backend, "launcher": self.launcher, "nodes": nodes, "network": config.network,
-               "rule": result["rule"], "impl": result["impl"], "scaling": config.scaling, "world_size": world_size,
-               "global_batch": config.global_batch(world_size), "rank_batch": config.rank_batch(world_size),
-               "threads_per_rank": threads, "dtype": "float32", "reduce": config.reduce, "steps": config.steps,
-               **summarise(result, config), "finished_at": now()}
+        impl, options, label = variant(result["impl"])
+        case = case_id(config, device, world_size, result["rule"])
+        row = {"schema": SCHEMA_VERSION, "run_id": self.run_id, "case_id": case, "label": label, "impl": impl,
+               "impl_options": options, "baseline": config.baseline(), "device": device, "dtype": "float32",
+               "what": "step", "n_samples": 0, "device_name": name, "backend": backend, "launcher": self.launcher,
+               "nodes": nodes, "network": config.network, "rule": result["rule"], "scaling": config.scaling,
+               "world_size": world_size, "global_batch": config.global_batch(world_size),
+               "rank_batch": config.rank_batch(world_size), "threads_per_rank": threads, "reduce": config.reduce,
+               "steps": config.steps, **summarise(result, config), "finished_at": now()}
         key = (device, result["rule"], result["impl"])
         change = result.get("change")
         if change and config.scaling == "strong":
@@ -346,7 +416,9 @@ class ScaleSet:
         self.rows.append(row)
         if result.get("status") == "ok":
             samples = np.asarray(result["samples"])
-            record = {"device": device, "world_size": world_size, "rule": result["rule"], "impl": result["impl"],
+            self.steps[(case, label)] = step_times(samples[:, :, 0])
+            record = {"case_id": case, "label": label, "device": device, "world_size": world_size,
+                      "rule": result["rule"], "impl": result["impl"],
                       "step_s": samples[:, :, 0].tolist(), "update_comm_s": samples[:, :, 1].tolist(),
                       "batchnorm_comm_s": samples[:, :, 2].tolist()}
             with open(self.path / SAMPLES, "a") as f:
@@ -365,7 +437,7 @@ class ScaleSet:
 
     def frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.rows, columns=COLUMNS)
-        return add_ratios(frame) if len(frame) else frame
+        return add_speedups(add_ratios(frame), self.steps) if len(frame) else frame
 
     def _write_rows(self) -> None:
         tmp = self.path / (RESULTS + ".tmp")
@@ -505,11 +577,11 @@ def communication_table(spec: NetworkSpec, batch: int, variants: list[tuple[str,
             "layer": shape.name, "n": n, "m": m, "d": d, "update_numbers": m * d + 1, "update_bytes": 4 * (m * d + 1),
             "separate_numbers": m * d + m * m, "batchnorm_bytes": 8 * (2 * m + 1)}
         for rule, impl in variants:
-            variant = parse_spec(impl)
-            cost = rules.get(rule, variant.name, **variant.kwargs)
+            spec = parse_spec(impl)
+            cost = rules.get(rule, spec.name, **spec.kwargs)
             for w in world_sizes:
                 rows = n // batch * math.ceil(batch / w)  # a rank's rows: ⌈B/w⌉ images
-                line[f"{rule}/{impl} w={w} gflop"] = cost.flops(rows, m, d) / 1e9
+                line[f"{rule}/{variant(impl)[2]} w={w} gflop"] = cost.flops(rows, m, d) / 1e9
         lines.append(line)
     return pd.DataFrame(lines)
 
@@ -536,10 +608,10 @@ def summary_table(frame: pd.DataFrame):
         if r["status"] == "ok":
             eff = "-" if pd.isna(r["efficiency"]) else f"{100 * r['efficiency']:.0f} %"
             diff = "-" if pd.isna(r["rel_diff_vs_w1"]) else f"{r['rel_diff_vs_w1']:.1e}"
-            cells = [format_seconds(r["median_step_s"]), f"{r['throughput_img_s']:.1f}", eff,
+            cells = [format_seconds(r["median_s"]), f"{r['throughput_img_s']:.1f}", eff,
                      f"{100 * r['comm_share']:.1f} %", diff, "ok"]
         else:
             cells = ["-"] * 5 + [f"{r['status']}: {r['reason']}"]
-        table.add_row(r["device"], str(r["world_size"]), r["rule"], r["impl"], str(r["global_batch"]),
+        table.add_row(r["device"], str(r["world_size"]), r["rule"], r["label"], str(r["global_batch"]),
                       str(r["threads_per_rank"]), *cells)
     return table
