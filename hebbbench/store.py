@@ -149,13 +149,12 @@ class Status(StrEnum):
     OK = "ok"  # measured
     WRONG = "wrong"  # disagrees with the float64 reference beyond the dtype's tolerance: never timed
     OOM = "oom"  # ran out of memory
-    SKIPPED = "skipped"  # not run: the device, a budget or a missing compiler/package (the reason says which)
+    SKIPPED = "skipped"  # not run: the device, a budget or a missing compiler/package (the reason says which;
+    #                      in a network set its time is then estimated, and ``method`` says how)
     ERROR = "error"  # raised (the reason has the exception)
     # network sets (hebbbench reproduce): a time that was not measured as such, with the method in ``method``
     ESTIMATED = "estimated"  # predicted by the calibrated cost model
     COMPOSED = "composed"  # a step composed from measured layer updates and fh's step
-    SKIPPED_MEMORY = "skipped_memory"  # not run, predicted over the memory budget: its time estimated
-    SKIPPED_TIME = "skipped_time"  # not run, predicted over the time budget: its time estimated
     OVER_BUDGET = "over_budget"  # one cold run took longer than the budget: that run's time
 #: pseudo-label of a case's calibration samples in samples.jsonl (no implementation is labelled so).
 CALIBRATION = "@calibration"

@@ -140,7 +140,7 @@ def test_over_budget_naive_is_estimated_and_marked():
     r = run(rules=["hpca"], max_naive_seconds=1e-12)
     naive = r.layers[r.layers.impl == "naive"]
     assert len(naive) == 2 * 5  # two group sizes × five layers
-    assert set(naive.status) <= {"skipped_time", "over_budget"} and naive.estimated.all()
+    assert set(naive.status) <= {"skipped", "over_budget"} and naive.estimated.all()
     assert naive.method.str.startswith("estimated:").all() and (naive.median_s > 0).all()
     assert (naive.n_samples == 0).all()
     fh = r.layers[r.layers.impl == "fh"]
@@ -164,7 +164,7 @@ def test_memory_budget_skips_naive_but_not_fh():
     r = run(rules=["swta"], memory_budget=1.0)
     naive, fh = r.layers[r.layers.impl == "naive"], r.layers[r.layers.impl == "fh"]
     assert len(naive) == 2 * 5 and len(fh) == 5
-    assert (naive.status == "skipped_memory").all() and naive.reason.str.contains("GiB > budget").all()
+    assert (naive.status == "skipped").all() and naive.reason.str.contains("GiB > budget").all()
     assert (fh.status == "ok").all()
 
 

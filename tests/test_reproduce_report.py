@@ -136,3 +136,14 @@ def test_a_set_with_the_older_columns_reads_as_its_migrated_copy_and_reports_the
         texts.append([ln for ln in (report / "report.md").read_text().splitlines() if "hebbbench report" not in ln])
         assert (report / "speedup.svg").read_bytes() == ((tmp_path / "a") / "speedup.svg").read_bytes()
     assert texts[0] == texts[1]
+
+
+def test_older_budget_statuses_read_as_skipped(tmp_path):
+    import shutil
+
+    copy = Path(shutil.copytree(Path(__file__).parent / "data" / "network-set-v1", tmp_path / "older"))
+    layers = pd.read_csv(copy / "layers.csv")
+    layers.loc[0, "status"], layers.loc[2, "status"] = "skipped_time", "skipped_memory"
+    layers.to_csv(copy / "layers.csv", index=False)
+    _, frames = reproduction.load(copy)
+    assert list(frames["layers"]["status"][:3]) == ["skipped", "ok", "skipped"]

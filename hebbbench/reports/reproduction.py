@@ -72,10 +72,15 @@ def load(path: str | Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     return env, frames
 
 
+#: statuses of older network sets that are one word now (the reason says which budget).
+OLDER_STATUSES = {"skipped_memory": "skipped", "skipped_time": "skipped"}
+
+
 def from_older_columns(env: dict[str, Any], frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """A network set written before the key columns, in them (nothing re-measured).
 
-    Then rows named the variant ``variant``, its options ``options``, the reason ``note``, and put
+    Then rows named the variant ``variant``, its options ``options``, the reason ``note``, said
+    ``skipped_memory``/``skipped_time`` where every set now says ``skipped``, and put
     "fh over this variant" (median(variant)/median(fh), ``fh_speedup``) on each variant's row. Now
     each row carries median(baseline)/median(row): fh's row takes the baseline row's old value and
     interval unchanged; the baseline's own row is 1; another variant's is the ratio of the two old
@@ -86,6 +91,7 @@ def from_older_columns(env: dict[str, Any], frames: dict[str, pd.DataFrame]) -> 
     out = dict(frames)
     for name, what in (("steps", "step"), ("layers", "update")):
         old = frames[name].rename(columns={"variant": "label", "options": "impl_options", "note": "reason"})
+        old["status"] = old["status"].replace(OLDER_STATUSES)
         part = old["layer"] if name == "layers" else pd.Series("step", index=old.index)
         batch = old["batch_size"] if name == "steps" else old["network"].map(_batch_size(frames["steps"]))
         old["case_id"] = [f"{n}/{r}/{p}/b{b}/{dtype}/{device}/{what}"

@@ -10,9 +10,9 @@ weights (:class:`Case`).
    dtype's tolerance; a disagreeing variant is ``wrong``, never timed) and its peak memory
    is measured. Then all runnable variants are timed together with
    :func:`hebbbench.measure.timing.time_interleaved` (interleaved rounds, warm-up). A variant is not
-   run on a layer whose predicted memory exceeds the memory budget (``skipped_memory``)
-   or whose predicted time exceeds the per-call budget or the case's deadline
-   (``skipped_time``); one whose untimed run took longer than the per-call budget is
+   run on a layer whose predicted memory exceeds the memory budget or whose predicted
+   time exceeds the per-call budget or the case's deadline (``skipped``, the reason says
+   which budget, its time estimated); one whose untimed run took longer than the per-call budget is
    not repeated (``over_budget``, its time that one run); one that runs out of memory is
    ``oom``. Predictions come from the registry's cost model on the measured ceilings,
    calibrated on the layers measured so far (:mod:`hebbbench.measure.costmodel`); layers are
@@ -71,10 +71,9 @@ REFERENCE = "fh"
 
 #: statuses of a (layer, variant) or step row.
 OK, COMPOSED, ESTIMATED = Status.OK, Status.COMPOSED, Status.ESTIMATED
-SKIPPED_MEMORY, SKIPPED_TIME, OVER_BUDGET, OOM, WRONG, ERROR = (
-    Status.SKIPPED_MEMORY, Status.SKIPPED_TIME, Status.OVER_BUDGET, Status.OOM, Status.WRONG, Status.ERROR)
+SKIPPED, OVER_BUDGET, OOM, WRONG, ERROR = Status.SKIPPED, Status.OVER_BUDGET, Status.OOM, Status.WRONG, Status.ERROR
 #: statuses whose time is estimated rather than measured.
-ESTIMATED_STATUSES = (SKIPPED_MEMORY, SKIPPED_TIME, OVER_BUDGET, OOM)
+ESTIMATED_STATUSES = (SKIPPED, OVER_BUDGET, OOM)
 
 #: what every other variant's speedup is measured against: the first variant of this implementation
 #: (naive with the authors' G = 8 by default), as a grid's ``baseline`` key does in ``hebbbench run``.
@@ -230,16 +229,16 @@ class Case:
             self.outcomes[(name, v.label)] = out
             out.predicted_s, how = self.calibration.predict(self.rule, v.impl, v.label, out.roofline_s)
             if out.predicted_peak > self.memory_budget:
-                out.status = SKIPPED_MEMORY
+                out.status = SKIPPED
                 out.note = (f"predicted {out.predicted_peak / 2**30:.2f} GiB > budget "
                             f"{self.memory_budget / 2**30:.2f} GiB")
                 continue
             if out.predicted_s > self.max_s:
-                out.status = SKIPPED_TIME
+                out.status = SKIPPED
                 out.note = f"predicted {out.predicted_s:.3g} s ({how}) > budget {self.max_s:.3g} s"
                 continue
             if not self._affordable(committed + out.predicted_s):
-                out.status = SKIPPED_TIME
+                out.status = SKIPPED
                 out.note = f"the run's time budget is spent (predicted {out.predicted_s:.3g} s per call, {how})"
                 continue
             try:
@@ -286,7 +285,7 @@ class Case:
             if out.status == OVER_BUDGET:
                 out.estimate_s = out.check_s
                 out.method = "estimated: one untimed (cold) run, over the time budget, not repeated"
-            elif out.status in (SKIPPED_MEMORY, SKIPPED_TIME, OOM):
+            elif out.status in (SKIPPED, OOM):
                 v = next(v for v in self.variants if v.label == label)
                 out.estimate_s, how = self.calibration.predict(self.rule, v.impl, label, out.roofline_s)
                 out.method = f"estimated: cost model, {how}"

@@ -39,14 +39,14 @@ from hebbbench.errors import UserError
 from hebbbench.measure.devices import available_memory, device_name
 from hebbbench.suites.netcase import (
     COMPOSED, ERROR, ESTIMATED, ESTIMATED_STATUSES, LAYER_COLUMNS, OK, OOM, OVER_BUDGET, REFERENCE,
-    SAMPLE_COLUMNS, SKIPPED_MEMORY, SKIPPED_TIME, STEP_COLUMNS, WRONG, Case, Variant, release, variant_label,
+    SAMPLE_COLUMNS, SKIPPED, STEP_COLUMNS, WRONG, Case, Variant, release, variant_label,
 )
 from hebbbench.nn.networks import build_network, get_spec
 from hebbbench.measure.timing import TimingPolicy
 
 __all__ = [
     "COMPOSED", "DEFAULT_IMPLS", "DEFAULT_POLICY", "ERROR", "ESTIMATED", "ESTIMATED_STATUSES", "LAYER_COLUMNS",
-    "OK", "OOM", "OVER_BUDGET", "REFERENCE", "SAMPLE_COLUMNS", "SKIPPED_MEMORY", "SKIPPED_TIME", "STEP_COLUMNS",
+    "OK", "OOM", "OVER_BUDGET", "REFERENCE", "SAMPLE_COLUMNS", "SKIPPED", "STEP_COLUMNS",
     "WRONG", "ProgressEvent", "Reproduction", "reproduce", "variant_label",
 ]
 
