@@ -33,7 +33,7 @@ import torch
 from hebbbench.measure import devices as dev
 from hebbbench import rules
 from hebbbench.errors import UserError
-from hebbbench.suites.grid import Case, LayerSpec, Variant, load_grid, preset_names
+from hebbbench.suites.grid import Case, SweepLayer, Variant, load_grid, preset_names
 from hebbbench.measure.numerics import DTYPES
 from hebbbench.suites.workload import CaseWorkload, Prepared, predict
 
@@ -44,7 +44,7 @@ PY_SPY_MISSING = ("py-spy is not installed: install the profile extra, pip insta
 
 
 # -- the case --------------------------------------------------------------------------------
-def parse_layer(text: str) -> tuple[LayerSpec, int | None]:
+def parse_layer(text: str) -> tuple[SweepLayer, int | None]:
     """A layer from ``conv:96,128,3,14[,stride,padding]``, ``linear:2304,4096`` or ``PRESET:SWEEP/LAYER``.
 
     Returns the layer and, for a preset's layer, the batch size of its sweep (else None).
@@ -76,7 +76,7 @@ def parse_layer(text: str) -> tuple[LayerSpec, int | None]:
         if len(parts) != 2:
             raise UserError(f"--layer {text!r}: linear takes D,M (in_features,out_features), got {len(parts)} values")
         raw = {"kind": "linear", "in_features": _int(parts[0], text), "out_features": _int(parts[1], text)}
-    return LayerSpec.from_dict(raw, f"--layer {text!r}"), None
+    return SweepLayer.from_dict(raw, f"--layer {text!r}"), None
 
 
 def _int(value: str, text: str) -> int:
@@ -86,7 +86,7 @@ def _int(value: str, text: str) -> int:
         raise UserError(f"--layer {text!r}: {value!r} is not an integer") from None
 
 
-def _preset_layer(preset: str, path: str, text: str) -> tuple[LayerSpec, int]:
+def _preset_layer(preset: str, path: str, text: str) -> tuple[SweepLayer, int]:
     grid = load_grid(preset)
     sweep_name, sep, layer_name = path.partition("/")
     sweeps = {s.name: s for s in grid.sweeps}
@@ -106,7 +106,7 @@ class Target:
 
     rule: str
     impl: str
-    layer: LayerSpec
+    layer: SweepLayer
     batch: int
     device: str = "cpu"
     dtype: str = "float32"
@@ -138,7 +138,7 @@ class Target:
     @classmethod
     def from_json(cls, text: str) -> "Target":
         raw = json.loads(text)
-        raw["layer"] = LayerSpec.from_dict(raw["layer"], "profile case")
+        raw["layer"] = SweepLayer.from_dict(raw["layer"], "profile case")
         return cls(**raw)
 
 

@@ -36,7 +36,7 @@ from hebbbench.suites.grid import Case, Grid, Variant
 from hebbbench.measure.numerics import relative_error, tolerance
 from hebbbench.store import CALIBRATION, CALIBRATION_KIND, SCHEMA_VERSION, ResultSet, Status
 from hebbbench.measure.units import format_bytes
-from hebbbench.measure.timing import TimingPolicy, Timing, speedup, time_interleaved
+from hebbbench.measure.timing import TimingPolicy, Timing, speedup_columns, time_interleaved
 from hebbbench.suites.workload import CaseWorkload, predict
 
 Emit = Callable[[str, Any], None]
@@ -164,7 +164,7 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
         if calibration is not None:
             samples[CALIBRATION] = calibration.samples
         for label, t in timings.items():
-            rows[label].update(_summary(t), status=Status.OK, reason="")
+            rows[label].update(t.columns(), status=Status.OK, reason="")
             samples[label] = t.samples
         _speedups(case, rows, timings)
     del prepared, workload
@@ -180,18 +180,12 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
     return list(rows.values()), samples
 
 
-def _summary(t: Timing) -> dict[str, Any]:
-    return {"median_s": t.median, "q1_s": t.q1, "q3_s": t.q3, "iqr_s": t.iqr, "rel_iqr": t.rel_iqr,
-            "noisy": t.noisy, "n_samples": len(t.samples)}
-
-
 def _speedups(case: Case, rows: dict[str, dict], timings: dict[str, Timing]) -> None:
     base = case.baseline_variant()
     if base is None or base.label not in timings:
         return
     for label, t in timings.items():
-        point, lo, hi = speedup(timings[base.label].samples, t.samples)
-        rows[label].update(speedup=point, speedup_lo=lo, speedup_hi=hi)
+        rows[label].update(speedup_columns(timings[base.label].samples, t.samples))
 
 
 def _one_line(exc: BaseException) -> str:

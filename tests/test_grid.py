@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hebbbench.errors import UserError
-from hebbbench.suites.grid import Grid, LayerSpec, load_grid, preset_names
+from hebbbench.suites.grid import Grid, SweepLayer, load_grid, preset_names
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"
 
@@ -108,7 +108,7 @@ def test_unknown_preset_names_the_allowed_ones():
 
 
 def test_layer_describe_and_rows():
-    conv = LayerSpec.from_dict({"kind": "conv", "in_channels": 3, "out_channels": 8, "kernel_size": 3,
+    conv = SweepLayer.from_dict({"kind": "conv", "in_channels": 3, "out_channels": 8, "kernel_size": 3,
                                 "input_size": [10, 12], "stride": 2, "padding": 1}, "t")
     assert conv.output_size == (5, 6) and conv.rows(4) == 4 * 30 and conv.d == 27 and conv.m == 8
     assert conv.describe() == "conv 3->8 k3 s2 p1 @10x12" and conv.name == conv.describe()

@@ -10,7 +10,7 @@ import torch
 from conftest import spy_step_forms
 from hebbbench import rules
 from hebbbench.measure.ceilings import Ceilings
-from hebbbench.measure.costmodel import Calibration
+from hebbbench.measure.costmodel import RooflineFit
 from hebbbench.nn.layers import HebbianLayer
 from hebbbench.errors import UserError
 from hebbbench.nn.networks import scale_spec
@@ -204,7 +204,7 @@ def test_arguments_are_checked():
 
 
 def test_calibration_falls_back_in_order():
-    c = Calibration()
+    c = RooflineFit()
     assert c.factor("hpca", "naive", "naive(G=8)")[1].startswith("roofline, uncalibrated")
     c.add("swta", "naive", "naive(G=8)", measured=2.0, roofline=1.0)
     assert c.factor("hpca", "naive", "naive(G=8)") == (2.0, "roofline x 2 (calibrated on 1 measured "

@@ -29,7 +29,7 @@ def roofline_seconds(rule: Update, n: int, m: int, d: int, itemsize: int, ceilin
         + rule.overhead_seconds(n, m, d)
 
 
-class Calibration:
+class RooflineFit:
     """Ratios measured/roofline of measured layers, turned into prediction factors.
 
     A variant's factor comes from, in order: its own measured layers under the same

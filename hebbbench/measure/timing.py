@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,6 +162,12 @@ class Timing:
     def noisy(self) -> bool:
         return bool(self.rel_iqr > NOISY_REL_IQR)
 
+    def columns(self) -> dict[str, Any]:
+        """The row columns of these samples, the same in every kind of result set (``median_s``,
+        ``q1_s``, ``q3_s``, ``n_samples`` of the key columns, and the spread beside them)."""
+        return {"median_s": self.median, "q1_s": self.q1, "q3_s": self.q3, "n_samples": len(self.samples),
+                "iqr_s": self.iqr, "rel_iqr": self.rel_iqr, "noisy": self.noisy}
+
 
 def round_orders(k: int) -> list[list[int]]:
     """The Williams design for k implementations: k orders of range(k), 2k when k is odd.
@@ -225,6 +232,12 @@ def time_interleaved(
 
 def _median_ratio(baseline: np.ndarray, impl: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.median(baseline, axis=axis) / np.median(impl, axis=axis)
+
+
+def speedup_columns(baseline: list[float], impl: list[float]) -> dict[str, float]:
+    """``speedup``, ``speedup_lo``, ``speedup_hi`` of a row: :func:`speedup` of its samples over the baseline's."""
+    point, low, high = speedup(baseline, impl)
+    return {"speedup": point, "speedup_lo": low, "speedup_hi": high}
 
 
 def speedup(baseline: list[float], impl: list[float], confidence: float = 0.95,

@@ -71,7 +71,7 @@ def preset_text(name: str) -> str:
 
 # -- layers ------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class LayerSpec:
+class SweepLayer:
     """A conv layer (C_in, C_out, kernel, input H×W, stride, padding, dilation) or a linear one (D, M)."""
 
     name: str
@@ -87,7 +87,7 @@ class LayerSpec:
     out_features: int = 0
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], where: str) -> "LayerSpec":
+    def from_dict(cls, raw: dict[str, Any], where: str) -> "SweepLayer":
         if not isinstance(raw, dict):
             raise UserError(f"{where}: a layer must be a table, got {raw!r}")
         kind = raw.get("kind")
@@ -191,7 +191,7 @@ class Case:
     sweep: str
     rule: str
     rule_options: tuple[tuple[str, Any], ...]
-    layer: LayerSpec
+    layer: SweepLayer
     batch: int
     dtype: str
     device: str
@@ -224,7 +224,7 @@ class Case:
 @dataclass(frozen=True)
 class Sweep:
     name: str
-    layers: tuple[LayerSpec, ...]
+    layers: tuple[SweepLayer, ...]
     rules: tuple[str, ...]
     impls: tuple[str, ...]
     what: tuple[str, ...]
@@ -296,7 +296,7 @@ class Grid:
         layers_raw = merged.get("layers")
         if not isinstance(layers_raw, list) or not layers_raw:
             raise UserError(f"{where}: needs a non-empty list of layers")
-        layers = tuple(LayerSpec.from_dict(layer, f"{where}, layer {j + 1}") for j, layer in enumerate(layers_raw))
+        layers = tuple(SweepLayer.from_dict(layer, f"{where}, layer {j + 1}") for j, layer in enumerate(layers_raw))
 
         def strings(key: str) -> tuple[str, ...]:
             value = merged[key]

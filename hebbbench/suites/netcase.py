@@ -1,7 +1,7 @@
 """One network × rule of :func:`hebbbench.suites.reproduce.reproduce`: checks, budgets, timings and rows.
 
 Every implementation variant has its own copy of the network with the same starting
-weights (:class:`Case`).
+weights (:class:`NetworkCase`).
 
 1. **Per layer**, on the layer's actual input from a forward pass of the first batch,
    each variant's update (ΔW alone, nothing applied: what ``hebbbench run --what update``
@@ -58,11 +58,11 @@ import torch
 from hebbbench.measure import devices
 from hebbbench.suites import grid
 from hebbbench.measure.ceilings import Ceilings
-from hebbbench.measure.costmodel import Calibration, roofline_seconds
+from hebbbench.measure.costmodel import RooflineFit, roofline_seconds
 from hebbbench.nn.data import Batches, dataset_info
 from hebbbench.nn.networks import HebbianNetwork, LayerShape, NetworkSpec, layer_shapes
 from hebbbench.measure.numerics import relative_error, tolerance
-from hebbbench.measure.timing import Timing, TimingPolicy, speedup, time_interleaved
+from hebbbench.measure.timing import Timing, TimingPolicy, speedup_columns, time_interleaved
 from hebbbench.store import KEY_COLUMNS, SCHEMA_VERSION, Status
 from hebbbench.nn.training import STEP, layer_inputs, load_weights, reset_call, step_call, update_call, weights
 
@@ -99,7 +99,7 @@ def variant_label(impl: str, options: dict[str, Any]) -> str:
 
 
 @dataclass
-class Variant:
+class NetworkVariant:
     """An implementation variant and its own copy of the network."""
 
     label: str
@@ -155,18 +155,18 @@ def release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _predicted_peak(variant: Variant, shape: LayerShape, itemsize: int) -> float:
+def _predicted_peak(variant: NetworkVariant, shape: LayerShape, itemsize: int) -> float:
     rule = variant.net.hebbian_layers[shape.name].rule
     unfold = shape.n * shape.d * itemsize if shape.kind == "conv" else 0  # the patch rows X (N,D)
     return rule.memory(shape.n, shape.m, shape.d, itemsize) + unfold
 
 
-class Case:
+class NetworkCase:
     """One network × rule: the variants' networks, their layer outcomes and step timings."""
 
-    def __init__(self, spec: NetworkSpec, dataset: str, rule: str, variants: list[Variant], batches: Batches,
+    def __init__(self, spec: NetworkSpec, dataset: str, rule: str, variants: list[NetworkVariant], batches: Batches,
                  device: torch.device, dtype: torch.dtype, policy: TimingPolicy, ceilings: Ceilings,
-                 max_naive_seconds: float, memory_budget: float, calibration: Calibration, deadline: float,
+                 max_naive_seconds: float, memory_budget: float, calibration: RooflineFit, deadline: float,
                  report: Callable[[str, str, str], None]) -> None:
         self.spec, self.dataset, self.rule, self.variants = spec, dataset, rule, variants
         self.batches, self.device, self.dtype, self.policy, self.ceilings = batches, device, dtype, policy, ceilings
@@ -186,7 +186,7 @@ class Case:
         self.step_peaks: dict[str, Peak] = {}
 
     # -- per layer -----------------------------------------------------------------------------
-    def _roofline(self, v: Variant, shape: LayerShape) -> float:
+    def _roofline(self, v: NetworkVariant, shape: LayerShape) -> float:
         rule = v.net.hebbian_layers[shape.name].rule
         return roofline_seconds(rule, shape.n, shape.m, shape.d, self.itemsize, self.ceilings)
 
@@ -194,7 +194,7 @@ class Case:
         """Whether a check run, a warm-up and the minimum samples of a call fit before the deadline."""
         return time.perf_counter() + seconds * (2 + self.policy.min_rounds_capped) <= self.deadline
 
-    def _check(self, v: Variant, name: str, inputs, responses) -> tuple[torch.Tensor, Peak, float]:
+    def _check(self, v: NetworkVariant, name: str, inputs, responses) -> tuple[torch.Tensor, Peak, float]:
         """One untimed update (warm-up, equality check, peak memory), after compiling where it compiles."""
         call = update_call(v.net, name, inputs, responses)
         if v.net.hebbian_layers[name].rule.compiles:
@@ -261,7 +261,7 @@ class Case:
         del dw_ref
         self._time_layer(name, runnable, inputs, responses)
 
-    def _time_layer(self, name: str, runnable: list[Variant], inputs, responses) -> None:
+    def _time_layer(self, name: str, runnable: list[NetworkVariant], inputs, responses) -> None:
         calls = {v.label: update_call(v.net, name, inputs, responses) for v in runnable}
         try:
             timings = time_interleaved(calls, self.device, self.policy)
@@ -293,10 +293,10 @@ class Case:
                 out.status, out.note = ERROR, "not timed"
 
     # -- whole step ----------------------------------------------------------------------------
-    def _layer_status(self, v: Variant) -> list[str]:
+    def _layer_status(self, v: NetworkVariant) -> list[str]:
         return [self.outcomes[(name, v.label)].status for name in self.shapes]
 
-    def _step_check(self, v: Variant) -> tuple[Peak, float]:
+    def _step_check(self, v: NetworkVariant) -> tuple[Peak, float]:
         """One untimed step (warm-up, peak memory, cold wall time), after compiling where it compiles;
         weights restored after."""
         call = step_call(v.net, self.batches.images)
@@ -343,7 +343,7 @@ class Case:
                 load_weights(v.net, self.state)
 
     # -- rows ----------------------------------------------------------------------------------
-    def _keys(self, v: Variant, part: str, what: str, batch: int) -> dict[str, Any]:
+    def _keys(self, v: NetworkVariant, part: str, what: str, batch: int) -> dict[str, Any]:
         """The key columns of variant ``v``'s row for ``part`` (a layer, or ``step``); run_id is the set's."""
         base = self.baseline
         return {"schema": SCHEMA_VERSION, "run_id": "", "network": self.spec.name, "dataset": self.dataset,
@@ -353,15 +353,15 @@ class Case:
                 "baseline": base.label if base is not None else "", "device": str(self.device),
                 "dtype": self.dtype_name, "what": what}
 
-    def _layer_speedup(self, name: str, v: Variant) -> tuple[float, float, float]:
+    def _layer_speedup(self, name: str, v: NetworkVariant) -> dict[str, float]:
         """median(baseline)/median(v) on layer ``name``: bootstrapped where both were timed, else the
         ratio of the times the run used (a measured median or an estimate), else NaN."""
         if self.baseline is None:
-            return math.nan, math.nan, math.nan
+            return {"speedup": math.nan, "speedup_lo": math.nan, "speedup_hi": math.nan}
         base, out = self.outcomes[(name, self.baseline.label)], self.outcomes[(name, v.label)]
         if base.status == OK and out.status == OK and base.timing is not None and out.timing is not None:
-            return speedup(base.timing.samples, out.timing.samples)
-        return base.seconds / out.seconds, math.nan, math.nan
+            return speedup_columns(base.timing.samples, out.timing.samples)
+        return {"speedup": base.seconds / out.seconds, "speedup_lo": math.nan, "speedup_hi": math.nan}
 
     def layer_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -369,18 +369,13 @@ class Case:
             for v in self.variants:
                 out = self.outcomes[(name, v.label)]
                 rule = v.net.hebbian_layers[name].rule
-                t = out.timing if out.status == OK else None
-                point, low, high = self._layer_speedup(name, v)
+                t = out.timing if out.status == OK and out.timing is not None else Timing()
                 rows.append({
                     **self._keys(v, name, "update", self.spec.batch_size), "status": out.status,
-                    "reason": out.note,
+                    "reason": out.note, **t.columns(), **self._layer_speedup(name, v),
                     "median_s": out.seconds if out.status in (OK, *ESTIMATED_STATUSES) else math.nan,
-                    "q1_s": t.q1 if t else math.nan, "q3_s": t.q3 if t else math.nan,
-                    "n_samples": len(t.samples) if t else 0,
-                    "speedup": point, "speedup_lo": low, "speedup_hi": high,
                     "layer": name, "kind": shape.kind, "n": shape.n, "m": shape.m, "d": shape.d,
                     "estimated": out.status in ESTIMATED_STATUSES, "method": out.method,
-                    "iqr_s": t.iqr if t else math.nan, "rel_iqr": t.rel_iqr if t else math.nan,
                     "rel_error": out.rel_error, "tolerance": tolerance(self.dtype, rule.rtol),
                     "peak_bytes": out.peak.bytes, "memory_method": out.peak.method,
                     "predicted_s": self.calibration.predict(self.rule, v.impl, v.label, out.roofline_s)[0],
@@ -390,7 +385,7 @@ class Case:
                 })
         return rows
 
-    def _composed_draws(self, v: Variant, resamples: int = 2000, seed: int = 0) -> tuple[float, np.ndarray, np.ndarray]:
+    def _composed_draws(self, v: NetworkVariant, resamples: int = 2000, seed: int = 0) -> tuple[float, np.ndarray, np.ndarray]:
         """Composed step time of ``v``: the point, its bootstrap draws (resamples,) and the draws of
         fh's step that the composition used (the same in every call: one seed)."""
         rng = np.random.default_rng(seed)
@@ -417,7 +412,7 @@ class Case:
         point += max(point_forward, 0.0)
         return point, total, ref_boot
 
-    def _step_draws(self, v: Variant, resamples: int = 2000) -> np.ndarray:
+    def _step_draws(self, v: NetworkVariant, resamples: int = 2000) -> np.ndarray:
         """Bootstrap draws of ``v``'s step time (resamples,): composed, or of its own samples."""
         if v.label not in self.step_timings:
             return self._composed_draws(v, resamples)[1]
@@ -427,17 +422,17 @@ class Case:
         rng = np.random.default_rng(1)
         return np.median(s[rng.integers(0, len(s), size=(resamples, len(s)))], axis=1)
 
-    def _step_speedup(self, v: Variant, medians: dict[str, float]) -> tuple[float, float, float]:
+    def _step_speedup(self, v: NetworkVariant, medians: dict[str, float]) -> dict[str, float]:
         """median(baseline)/median(v) of the whole step: bootstrapped where both were timed, else from
         the composed draws; NaN where either has no time."""
         base = self.baseline
         if base is None or not (math.isfinite(medians[base.label]) and math.isfinite(medians[v.label])):
-            return math.nan, math.nan, math.nan
+            return {"speedup": math.nan, "speedup_lo": math.nan, "speedup_hi": math.nan}
         if base.label in self.step_timings and v.label in self.step_timings:
-            return speedup(self.step_timings[base.label].samples, self.step_timings[v.label].samples)
+            return speedup_columns(self.step_timings[base.label].samples, self.step_timings[v.label].samples)
         ratios = self._step_draws(base) / self._step_draws(v)
-        return (medians[base.label] / medians[v.label], float(np.percentile(ratios, 2.5)),
-                float(np.percentile(ratios, 97.5)))
+        return {"speedup": medians[base.label] / medians[v.label], "speedup_lo": float(np.percentile(ratios, 2.5)),
+                "speedup_hi": float(np.percentile(ratios, 97.5))}
 
     def step_rows(self, epochs: int) -> list[dict[str, Any]]:
         info = dataset_info(self.dataset)
@@ -450,15 +445,12 @@ class Case:
             estimated_layers = [n for n, s in zip(self.shapes, statuses) if s in ESTIMATED_STATUSES]
             failed = [f"{n} {s}" for n, s in zip(self.shapes, statuses) if s in (WRONG, ERROR)]
             t = self.step_timings.get(v.label)
-            q1 = q3 = math.nan
-            samples = 0
             peak = self.step_peaks.get(v.label)
             if failed:
                 status, median, method = (WRONG if any(WRONG in f for f in failed) else ERROR), math.nan, ""
                 note = "; ".join(failed)
             elif t is not None:
                 status, median, method, note = OK, t.median, "measured: interleaved whole-step timings", ""
-                q1, q3, samples = t.q1, t.q3, len(t.samples)
             else:
                 status = ESTIMATED if estimated_layers else COMPOSED
                 median = self._composed_draws(v)[0]
@@ -474,9 +466,9 @@ class Case:
             epoch_s = per_epoch * median
             rows.append({
                 **self._keys(v, STEP, "step", batch), "status": status, "reason": note,
-                "median_s": median, "q1_s": q1, "q3_s": q3, "n_samples": samples,
+                **(t if t is not None and status == OK else Timing()).columns(), "median_s": median,
                 "batch_size": batch, "estimated": status in (COMPOSED, ESTIMATED), "method": method,
-                "iqr_s": q3 - q1, "layers_measured": measured, "layers_estimated": len(estimated_layers),
+                "layers_measured": measured, "layers_estimated": len(estimated_layers),
                 "images_per_epoch": info.train_images, "batches_per_epoch": per_epoch, "epoch_s": epoch_s,
                 "epochs": epochs, "total_s": epochs * epoch_s, "data_source": self.batches.source,
                 "data_s_per_batch": self.batches.seconds_per_batch,
@@ -484,10 +476,10 @@ class Case:
                 "peak_bytes": peak.bytes, "memory_method": peak.method,
             })
         for row, v in zip(rows, self.variants):
-            row["speedup"], row["speedup_lo"], row["speedup_hi"] = self._step_speedup(v, medians)
+            row.update(self._step_speedup(v, medians))
         return rows
 
-    def _layer_peak(self, v: Variant) -> Peak:
+    def _layer_peak(self, v: NetworkVariant) -> Peak:
         """A step's peak from its layers': measured where they ran, the cost model where estimated."""
         measured, modelled = [], []
         for name in self.shapes:

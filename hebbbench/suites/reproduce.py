@@ -5,7 +5,7 @@
     r.layers   # one row per (network, rule, variant, layer): the layer's update
     r.samples  # raw timing samples;  r.claims: the published claims;  r.meta: a plain dict
 
-For each network × rule (:class:`hebbbench.suites.netcase.Case`), each layer's update and the
+For each network × rule (:class:`hebbbench.suites.netcase.NetworkCase`), each layer's update and the
 whole training step are timed for every implementation variant (default: naive with
 G = 8, naive with G = 128, and FastHebb ``fh``) with the harness's interleaved method;
 variants that cannot run within the memory and time budgets are estimated and marked.
@@ -33,13 +33,13 @@ from hebbbench._version import __version__
 from hebbbench.suites.claims import published_claims
 from hebbbench.measure import ceilings as ceilings_mod
 from hebbbench.measure.ceilings import Ceilings
-from hebbbench.measure.costmodel import Calibration
+from hebbbench.measure.costmodel import RooflineFit
 from hebbbench.nn.data import load_batches
 from hebbbench.errors import UserError
 from hebbbench.measure.devices import available_memory, device_name
 from hebbbench.suites.netcase import (
     COMPOSED, ERROR, ESTIMATED, ESTIMATED_STATUSES, LAYER_COLUMNS, OK, OOM, OVER_BUDGET, REFERENCE,
-    SAMPLE_COLUMNS, SKIPPED, STEP_COLUMNS, WRONG, Case, Variant, release, variant_label,
+    SAMPLE_COLUMNS, SKIPPED, STEP_COLUMNS, WRONG, NetworkCase, NetworkVariant, release, variant_label,
 )
 from hebbbench.nn.networks import build_network, get_spec
 from hebbbench.measure.timing import TimingPolicy
@@ -188,7 +188,7 @@ def reproduce(
         return report
 
     ceilings = ceilings or ceilings_mod.measure(str(device), dtype)
-    calibration = Calibration()
+    calibration = RooflineFit()
     for spec in specs:
         network_start = time.perf_counter()
         reporter(spec.name, "")("data", "", f"{spec.name}: loading {batches} batch(es) of {datasets[spec.name]}")
@@ -198,11 +198,11 @@ def reproduce(
                                 "load_seconds": data.load_seconds, "seconds_per_batch": data.seconds_per_batch}
         for index, rule in enumerate(rules):
             deadline = math.inf if time_budget is None else network_start + time_budget * (index + 1) / len(rules)
-            variants = [Variant(variant_label(i, o), i, o,
+            variants = [NetworkVariant(variant_label(i, o), i, o,
                                  build_network(spec, rule, i, device, dtype, seed, dataset=datasets[spec.name],
                                                lr=lr, **o))
                         for i, o in variants_spec]
-            case = Case(spec, datasets[spec.name], rule, variants, data, device, dtype, policy, ceilings,
+            case = NetworkCase(spec, datasets[spec.name], rule, variants, data, device, dtype, policy, ceilings,
                          max_naive_seconds, budget, calibration, deadline, reporter(spec.name, rule))
             case.run_layers()
             case.run_step()

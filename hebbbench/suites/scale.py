@@ -77,7 +77,7 @@ from hebbbench.errors import UserError
 from hebbbench.nn.networks import NETWORKS, NetworkSpec, build_network, layer_shapes, scale_spec
 from hebbbench.nn.training import load_weights, weights
 from hebbbench.rules.specs import parse_spec
-from hebbbench.measure.timing import speedup
+from hebbbench.measure.timing import Timing, speedup_columns
 from hebbbench.suites.grid import Variant
 
 KIND = store.Kind.SCALE
@@ -291,12 +291,11 @@ def summarise(result: dict[str, Any], config: ScaleConfig) -> dict[str, Any]:
     samples = np.asarray(result["samples"])  # (w, steps, 3)
     step = step_times(samples[:, :, 0])  # the slowest rank's time, per step
     comm = samples[:, :, 1:].sum(axis=2).mean(axis=0)  # time inside all-reduce calls, mean over ranks
-    median = float(np.median(step))
-    q1, q3 = (float(v) for v in np.percentile(step, [25, 75]))
+    timing = Timing([float(s) for s in step])
+    median = timing.median
     w = int(result["world_size"])
     return {
-        "status": "ok", "reason": "", "median_s": median, "q1_s": q1, "q3_s": q3, "n_samples": len(step),
-        "rel_iqr": (q3 - q1) / median if median > 0 else math.nan,
+        "status": "ok", "reason": "", **timing.columns(),
         "throughput_img_s": config.global_batch(w) / median if median > 0 else math.nan,
         "median_comm_s": float(np.median(comm)), "comm_share": float(np.median(comm / step)),
         "update_comm_s": float(np.median(samples[:, :, 1].mean(axis=0))),
@@ -320,7 +319,8 @@ def add_speedups(frame: pd.DataFrame, steps: dict[tuple[str, str], np.ndarray]) 
     for index, row in frame.iterrows():
         base, mine = steps.get((row["case_id"], row["baseline"])), steps.get((row["case_id"], row["label"]))
         if row["status"] == "ok" and base is not None and mine is not None:
-            frame.loc[index, ["speedup", "speedup_lo", "speedup_hi"]] = speedup(list(base), list(mine))
+            columns = speedup_columns(list(base), list(mine))
+            frame.loc[index, list(columns)] = list(columns.values())
     return frame
 
 
