@@ -35,7 +35,8 @@ from hebbbench import rules
 from hebbbench.errors import UserError
 from hebbbench.suites.grid import Case, SweepLayer, Variant, load_grid, preset_names
 from hebbbench.measure.numerics import DTYPES
-from hebbbench.suites.workload import CaseWorkload, Prepared, predict
+from hebbbench.measure.variants import Prepared
+from hebbbench.suites.workload import CaseWorkload, predict
 
 TOOLS = ("torch", "py-spy")
 PROFILES = Path("profiles")

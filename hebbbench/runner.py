@@ -33,10 +33,11 @@ from hebbbench import rules
 from hebbbench.measure import environment
 from hebbbench.errors import UserError
 from hebbbench.suites.grid import Case, Grid, Variant
-from hebbbench.measure.numerics import relative_error, tolerance
+from hebbbench.measure.numerics import tolerance
 from hebbbench.store import CALIBRATION, CALIBRATION_KIND, SCHEMA_VERSION, ResultSet, Status
 from hebbbench.measure.units import format_bytes
-from hebbbench.measure.timing import TimingPolicy, Timing, speedup_columns, time_interleaved
+from hebbbench.measure.timing import TimingPolicy, Timing, speedup_columns
+from hebbbench.measure.variants import one_line, run_variants
 from hebbbench.suites.workload import CaseWorkload, predict
 
 Emit = Callable[[str, Any], None]
@@ -120,54 +121,30 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
             workload = CaseWorkload(case, settings.seed)
             reference = workload.reference()
     except Exception as exc:  # inputs or reference did not fit: nothing of this case can run
-        status = Status.OOM if dev.is_out_of_memory(exc) else Status.ERROR
         for v in runnable:
-            rows[v.label].update(status=status, reason=f"setting up inputs: {_one_line(exc)}")
+            rows[v.label].update(status=Status.OOM if dev.is_out_of_memory(exc) else Status.ERROR,
+                                 reason=f"setting up inputs: {one_line(exc)}")
         runnable, workload = [], None
         dev.release(case.device, collect=True)
 
-    prepared = {}
-    for v in runnable:
-        row = rows[v.label]
-        try:
-            p = workload.prepare(v)
-            if p.compile is not None:  # compilation outside timing, reported on its own
-                row["compile_s"] = p.compile()
-            _, row["peak_memory_bytes"], row["first_call_s"] = dev.measure_peak(p.call, case.device)
-            dw = p.delta()
-            err, tol = relative_error(dw, reference), tolerance(case.torch_dtype, rules.lookup(case.rule, v.impl).rtol)
-            del dw
-            row.update(error=err, tolerance=tol)
-            if not math.isfinite(err) or err > tol:
-                row.update(status=Status.WRONG, reason=f"relative error {err:.2e} against fh in float64 exceeds "
-                                                  f"the {case.dtype} tolerance {tol:.0e}")
-                continue
-            prepared[v.label] = p
-        except rules.Unavailable as exc:  # cannot run here (no compiler, package, ...): said, never faked
-            row.update(status=Status.SKIPPED, reason=_one_line(exc))
-        except Exception as exc:
-            row.update(status=Status.OOM if dev.is_out_of_memory(exc) else Status.ERROR, reason=_one_line(exc))
-            dev.release(case.device, collect=True)
-
-    if prepared:
-        calls = {k: p.call for k, p in prepared.items()}
-        calls[CALIBRATION] = workload.calibration()
-        try:
-            timings = time_interleaved(calls, case.device, settings.policy,
-                                       reset={k: p.reset for k, p in prepared.items() if p.reset})
-        except Exception as exc:
-            status = Status.OOM if dev.is_out_of_memory(exc) else Status.ERROR
-            for label in prepared:
-                rows[label].update(status=status, reason=f"during timing: {_one_line(exc)}")
-            timings = {}
-        calibration = timings.pop(CALIBRATION, None)
-        if calibration is not None:
-            samples[CALIBRATION] = calibration.samples
-        for label, t in timings.items():
-            rows[label].update(t.columns(), status=Status.OK, reason="")
-            samples[label] = t.samples
-        _speedups(case, rows, timings)
-    del prepared, workload
+    if runnable:
+        outcomes, extra = run_variants(
+            {v.label: (lambda v=v: workload.prepare(v)) for v in runnable}, case.device, settings.policy,
+            reference=reference, against="fh in float64",
+            tolerances={v.label: tolerance(case.torch_dtype, rules.lookup(case.rule, v.impl).rtol) for v in runnable},
+            extra={CALIBRATION: workload.calibration()})
+        for label, out in outcomes.items():
+            row = rows[label]
+            row.update(status=out.status, reason=out.reason, error=out.error, tolerance=out.tolerance,
+                       compile_s=out.compile_s, first_call_s=out.first_call_s,
+                       peak_memory_bytes=None if math.isnan(out.peak_bytes) else out.peak_bytes)
+            if out.timing is not None:
+                row.update(out.timing.columns())
+                samples[label] = out.timing.samples
+        if CALIBRATION in extra:
+            samples[CALIBRATION] = extra[CALIBRATION].samples
+        _speedups(case, rows, {label: o.timing for label, o in outcomes.items() if o.timing is not None})
+    del workload
     dev.release(case.device)
     stamp = now()
     for row in rows.values():
@@ -186,11 +163,6 @@ def _speedups(case: Case, rows: dict[str, dict], timings: dict[str, Timing]) -> 
         return
     for label, t in timings.items():
         rows[label].update(speedup_columns(timings[base.label].samples, t.samples))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:300]}"
 
 
 # -- one device --------------------------------------------------------------------------
@@ -226,7 +198,7 @@ def _worker(device: str, cases: list[Case], settings: Settings, queue) -> None:
         import_plugins(settings.imports)
         run_device(device, cases, settings, lambda kind, payload: queue.put((device, kind, payload)))
     except BaseException as exc:  # reported to the parent, which records it
-        queue.put((device, "failed", _one_line(exc)))
+        queue.put((device, "failed", one_line(exc)))
     finally:
         queue.put((device, "done", None))
 

@@ -14,7 +14,7 @@ from hebbbench.measure.costmodel import RooflineFit
 from hebbbench.nn.layers import HebbianLayer
 from hebbbench.errors import UserError
 from hebbbench.nn.networks import scale_spec
-from hebbbench.suites import netcase
+from hebbbench.measure import variants
 from hebbbench.store import KEY_COLUMNS
 from hebbbench.suites.reproduce import LAYER_COLUMNS, SAMPLE_COLUMNS, STEP_COLUMNS, reproduce, variant_label
 from hebbbench.measure.timing import TimingPolicy
@@ -98,7 +98,7 @@ def test_steps_time_the_whole_step_forms_and_layers_time_the_update_alone(monkey
     per-layer rows time ΔW alone (as ``run --what update``): no step form runs, no weight moves."""
     forms = spy_step_forms(monkeypatch, impl)
     timed = []  # (labels, step forms called while timing them)
-    interleaved = netcase.time_interleaved
+    interleaved = variants.time_interleaved
 
     def recording(calls, *args, **kwargs):
         before = len(forms)
@@ -106,7 +106,7 @@ def test_steps_time_the_whole_step_forms_and_layers_time_the_update_alone(monkey
         timed.append((sorted(calls), len(forms) - before, out))
         return out
 
-    monkeypatch.setattr(netcase, "time_interleaved", recording)
+    monkeypatch.setattr(variants, "time_interleaved", recording)
     r = run(rules=["swta"], impls=[(impl, {})])
     layers = len(r.layers) // 2
     assert (r.layers.status == "ok").all() and (r.steps.status == "ok").all()
@@ -123,7 +123,7 @@ def test_per_layer_rows_apply_nothing(monkeypatch):
     applied = []
     apply_update = HebbianLayer.apply_update
     monkeypatch.setattr(HebbianLayer, "apply_update", lambda self, dw: (applied.append(self), apply_update(self, dw)))
-    interleaved, during = netcase.time_interleaved, []
+    interleaved, during = variants.time_interleaved, []
 
     def counting(calls, *args, **kwargs):
         before = len(applied)
@@ -131,7 +131,7 @@ def test_per_layer_rows_apply_nothing(monkeypatch):
         during.append(len(applied) - before)
         return out
 
-    monkeypatch.setattr(netcase, "time_interleaved", counting)
+    monkeypatch.setattr(variants, "time_interleaved", counting)
     run(rules=["hpca"], impls=[("fh", {})])
     assert during[:-1] == [0] * len(SMALL.layers) and during[-1] > 0  # the layers' updates, then the steps
 

@@ -8,9 +8,9 @@ weights (:class:`NetworkCase`).
    times) runs once untimed (after a first call that compiles, for implementations that
    compile): it warms up, is checked against ``fh`` (relative Frobenius error within the
    dtype's tolerance; a disagreeing variant is ``wrong``, never timed) and its peak memory
-   is measured. Then all runnable variants are timed together with
-   :func:`hebbbench.measure.timing.time_interleaved` (interleaved rounds, warm-up). A variant is not
-   run on a layer whose predicted memory exceeds the memory budget or whose predicted
+   is measured. Then all runnable variants are timed together, interleaved. Both go
+   through the runner every suite's cases go through (:mod:`hebbbench.measure.variants`:
+   its check, then :func:`hebbbench.measure.timing.time_interleaved`). A variant is not run on a layer whose predicted memory exceeds the memory budget or whose predicted
    time exceeds the per-call budget or the case's deadline (``skipped``, the reason says
    which budget, its time estimated); one whose untimed run took longer than the per-call budget is
    not repeated (``over_budget``, its time that one run); one that runs out of memory is
@@ -55,14 +55,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from hebbbench.measure import devices
 from hebbbench.suites import grid
 from hebbbench.measure.ceilings import Ceilings
 from hebbbench.measure.costmodel import RooflineFit, roofline_seconds
 from hebbbench.nn.data import Batches, dataset_info
 from hebbbench.nn.networks import HebbianNetwork, LayerShape, NetworkSpec, layer_shapes
-from hebbbench.measure.numerics import relative_error, tolerance
-from hebbbench.measure.timing import Timing, TimingPolicy, speedup_columns, time_interleaved
+from hebbbench.measure.numerics import tolerance
+from hebbbench.measure.timing import Timing, TimingPolicy, speedup_columns
+from hebbbench.measure.variants import Outcome, Peak, Prepared, check, time_checked
 from hebbbench.store import KEY_COLUMNS, SCHEMA_VERSION, Status
 from hebbbench.nn.training import STEP, layer_inputs, load_weights, reset_call, step_call, update_call, weights
 
@@ -109,19 +109,6 @@ class NetworkVariant:
 
 
 @dataclass
-class Peak:
-    """Peak bytes allocated during a call, and how they were measured (devices.measure_peak)."""
-
-    bytes: float = math.nan
-    method: str = "unavailable"
-
-
-def measure_peak(call, device: torch.device) -> tuple[Any, Peak]:
-    out, nbytes, _ = devices.measure_peak(call, str(device))
-    return out, Peak(math.nan if nbytes is None else float(nbytes), devices.memory_method(str(device)))
-
-
-@dataclass
 class _Outcome:
     """One (layer, variant): what happened and the numbers."""
 
@@ -136,17 +123,11 @@ class _Outcome:
     predicted_peak: float = math.nan
     check_s: float = math.nan
     note: str = ""
+    checked: Outcome | None = None  # the runner's outcome of the check, timed into when it passes
 
     @property
     def seconds(self) -> float:
         return self.timing.median if self.timing is not None and self.status == OK else self.estimate_s
-
-
-def _is_oom(err: BaseException) -> bool:
-    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(err).lower()
-    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def release(device: torch.device) -> None:
@@ -194,14 +175,26 @@ class NetworkCase:
         """Whether a check run, a warm-up and the minimum samples of a call fit before the deadline."""
         return time.perf_counter() + seconds * (2 + self.policy.min_rounds_capped) <= self.deadline
 
-    def _check(self, v: NetworkVariant, name: str, inputs, responses) -> tuple[torch.Tensor, Peak, float]:
-        """One untimed update (warm-up, equality check, peak memory), after compiling where it compiles."""
+    def _update(self, v: NetworkVariant, name: str, inputs, responses) -> Prepared:
+        """Layer ``name``'s update of ``v`` on its captured input, as the runner takes it."""
         call = update_call(v.net, name, inputs, responses)
-        if v.net.hebbian_layers[name].rule.compiles:
-            call()  # compilation or capture for this shape: one-time work, not the update's time
-        t0 = time.perf_counter()
-        dw, peak = measure_peak(call, self.device)
-        return dw, peak, time.perf_counter() - t0
+
+        def compile_() -> float:  # compilation or capture for this shape: one-time work, not the update's time
+            t0 = time.perf_counter()
+            call()
+            return time.perf_counter() - t0
+        return Prepared(call=call, reset=None, delta=call,
+                        compile=compile_ if v.net.hebbian_layers[name].rule.compiles else None)
+
+    def _checked(self, v: NetworkVariant, out: _Outcome, prepare, reference, tolerance_: float,
+                 budget: float) -> Prepared | None:
+        """The runner's check of one variant (:func:`hebbbench.measure.variants.check`), into ``out``."""
+        checked, prepared = check(v.label, prepare, str(self.device), reference, tolerance_, budget,
+                                  against=REFERENCE)
+        out.status, out.note, out.check_s = checked.status, checked.reason, checked.first_call_s
+        out.rel_error, out.peak = checked.error, Peak.of(checked, str(self.device))
+        out.checked = checked
+        return prepared
 
     def run_layers(self) -> None:
         captured = layer_inputs(self.ref.net, self.batches.images[0])
@@ -217,12 +210,15 @@ class NetworkCase:
 
     def _run_layer(self, shape: LayerShape, inputs, responses) -> None:
         name = shape.name
+        tolerances = {v.label: tolerance(self.dtype, v.net.hebbian_layers[name].rule.rtol) for v in self.variants}
         ref_out = _Outcome(roofline_s=self._roofline(self.ref, shape),
                            predicted_peak=_predicted_peak(self.ref, shape, self.itemsize))
         self.outcomes[(name, self.ref.label)] = ref_out
-        dw_ref, ref_out.peak, ref_out.check_s = self._check(self.ref, name, inputs, responses)
-        ref_out.rel_error = 0.0
-        runnable = [self.ref]
+        reference = update_call(self.ref.net, name, inputs, responses)()  # fh's ΔW: what every variant must match
+        timed = {REFERENCE: self._checked(self.ref, ref_out, lambda: self._update(self.ref, name, inputs, responses),
+                                          reference, tolerances[REFERENCE], math.inf)}
+        if timed[REFERENCE] is None:
+            raise RuntimeError(f"{REFERENCE} failed on {self.spec.name} {self.rule} {name}: {ref_out.note}")
         committed = 0.0  # predicted seconds per round of the variants accepted so far
         for v in self.others:
             out = _Outcome(roofline_s=self._roofline(v, shape), predicted_peak=_predicted_peak(v, shape, self.itemsize))
@@ -241,44 +237,21 @@ class NetworkCase:
                 out.status = SKIPPED
                 out.note = f"the run's time budget is spent (predicted {out.predicted_s:.3g} s per call, {how})"
                 continue
-            try:
-                dw, out.peak, out.check_s = self._check(v, name, inputs, responses)
-            except Exception as err:  # noqa: BLE001 - a failure is a row, not a crash
-                release(self.device)
-                out.status = OOM if _is_oom(err) else ERROR
-                out.note = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
-                continue
-            out.rel_error = relative_error(dw, dw_ref)
-            del dw
-            if not out.rel_error <= tolerance(self.dtype, v.net.hebbian_layers[name].rule.rtol):
-                out.status, out.note = WRONG, f"relative error {out.rel_error:.3g} vs {REFERENCE}"
-            elif out.check_s > self.max_s:
-                out.status = OVER_BUDGET
-                out.note = f"check run took {out.check_s:.3g} s > budget {self.max_s:.3g} s"
-            else:
-                runnable.append(v)
+            prepared = self._checked(v, out, lambda v=v: self._update(v, name, inputs, responses), reference,
+                                     tolerances[v.label], self.max_s)
+            if prepared is not None:
+                timed[v.label] = prepared
                 committed += max(out.predicted_s, out.check_s)
-        del dw_ref
-        self._time_layer(name, runnable, inputs, responses)
-
-    def _time_layer(self, name: str, runnable: list[NetworkVariant], inputs, responses) -> None:
-        calls = {v.label: update_call(v.net, name, inputs, responses) for v in runnable}
-        try:
-            timings = time_interleaved(calls, self.device, self.policy)
-        except Exception as err:  # noqa: BLE001
-            if not _is_oom(err) or len(runnable) == 1:
-                raise
-            release(self.device)
-            for v in runnable[1:]:
-                out = self.outcomes[(name, v.label)]
-                out.status, out.note = OOM, f"out of memory while timing: {str(err).splitlines()[0][:200]}"
-            timings = time_interleaved({REFERENCE: calls[REFERENCE]}, self.device, self.policy)
-        for label, timing in timings.items():
+        del reference
+        checked = {label: self.outcomes[(name, label)].checked for label in timed}
+        time_checked(timed, checked, str(self.device), self.policy, keep=REFERENCE)
+        for label, result in checked.items():
             out = self.outcomes[(name, label)]
-            out.timing = timing
-            out.method = "measured: interleaved update (ΔW alone) timings on the layer's captured input"
-            v = next(v for v in self.variants if v.label == label)
-            self.calibration.add(self.rule, v.impl, label, timing.median, out.roofline_s)
+            out.status, out.note, out.timing = result.status, result.reason, result.timing
+            if out.timing is not None:
+                out.method = "measured: interleaved update (ΔW alone) timings on the layer's captured input"
+                v = next(v for v in self.variants if v.label == label)
+                self.calibration.add(self.rule, v.impl, label, out.timing.median, out.roofline_s)
 
     def _fill_estimates(self) -> None:
         for (name, label), out in self.outcomes.items():
@@ -296,51 +269,48 @@ class NetworkCase:
     def _layer_status(self, v: NetworkVariant) -> list[str]:
         return [self.outcomes[(name, v.label)].status for name in self.shapes]
 
-    def _step_check(self, v: NetworkVariant) -> tuple[Peak, float]:
-        """One untimed step (warm-up, peak memory, cold wall time), after compiling where it compiles;
-        weights restored after."""
-        call = step_call(v.net, self.batches.images)
-        try:
-            if any(layer.rule.compiles for layer in v.net.hebbian_layers.values()):
-                load_weights(v.net, self.state)
-                call()  # compiles or captures the layer steps: one-time work, not the step's time
-            load_weights(v.net, self.state)
+    def _step(self, v: NetworkVariant) -> Prepared:
+        """``v``'s whole Hebbian step on the loaded batches, weights reset before every call."""
+        call, reset = step_call(v.net, self.batches.images), reset_call(v.net, self.state)
+
+        def compile_() -> float:  # compiles or captures the layer steps: one-time work, not the step's time
             t0 = time.perf_counter()
-            _, peak = measure_peak(call, self.device)
-            return peak, time.perf_counter() - t0
-        finally:
-            load_weights(v.net, self.state)
+            call()
+            return time.perf_counter() - t0
+        compiles = any(layer.rule.compiles for layer in v.net.hebbian_layers.values())
+        return Prepared(call=call, reset=reset, delta=None, compile=compile_ if compiles else None)
 
     def run_step(self) -> None:
         """Time the whole step of fh and of every variant whose step fits the budget, interleaved."""
         self.report("step", STEP, f"{self.spec.name} {self.rule} whole step")
-        self.step_peaks[REFERENCE], ref_cold = self._step_check(self.ref)
+        device = str(self.device)
+        outcomes, timed = {}, {}
+        outcomes[REFERENCE], timed[REFERENCE] = check(REFERENCE, lambda: self._step(self.ref), device, None,
+                                                      math.inf)
+        if timed[REFERENCE] is None:
+            raise RuntimeError(f"{REFERENCE}'s step failed on {self.spec.name} {self.rule}: "
+                               f"{outcomes[REFERENCE].reason}")
         # the impl-independent part (forward, batch norm, pooling), from the reference's cold step
+        ref_cold = outcomes[REFERENCE].first_call_s
         forward = max(0.0, ref_cold - sum(self.outcomes[(n, REFERENCE)].seconds for n in self.shapes))
-        direct = [self.ref]
         for v in self.others:
             if any(s != OK for s in self._layer_status(v)):
                 continue
             predicted = forward + sum(self.outcomes[(n, v.label)].seconds for n in self.shapes)
             if predicted > self.max_s or not self._affordable(predicted):
                 continue
-            try:
-                peak, cold = self._step_check(v)
-            except Exception as err:  # noqa: BLE001
-                if not _is_oom(err):
-                    raise
-                release(self.device)
-                continue
-            if cold <= self.max_s:
-                self.step_peaks[v.label] = peak
-                direct.append(v)
-        calls = {v.label: step_call(v.net, self.batches.images) for v in direct}
-        resets = {v.label: reset_call(v.net, self.state) for v in direct}
+            outcome, prepared = check(v.label, lambda v=v: self._step(v), device, None, math.inf, self.max_s)
+            if prepared is not None:  # else composed from its layers (over the budget, out of memory, ...)
+                outcomes[v.label], timed[v.label] = outcome, prepared
         try:
-            self.step_timings = time_interleaved(calls, self.device, self.policy, resets)
+            time_checked(timed, outcomes, device, self.policy)
         finally:
-            for v in direct:
+            for v in self.variants:
                 load_weights(v.net, self.state)
+        self.step_timings = {label: o.timing for label, o in outcomes.items() if o.timing is not None}
+        self.step_peaks = {label: Peak.of(o, device) for label, o in outcomes.items() if o.timing is not None}
+        if REFERENCE not in self.step_timings:
+            raise RuntimeError(f"{REFERENCE}'s step could not be timed: {outcomes[REFERENCE].reason}")
 
     # -- rows ----------------------------------------------------------------------------------
     def _keys(self, v: NetworkVariant, part: str, what: str, batch: int) -> dict[str, Any]:

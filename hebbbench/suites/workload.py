@@ -36,6 +36,7 @@ from hebbbench.rules.conv import responses_to_rows
 from hebbbench.suites.grid import Case, Variant
 from hebbbench.nn.layers import HebbianConv2d, HebbianLayer, HebbianLinear
 from hebbbench.rules.registry import Update
+from hebbbench.measure.variants import Prepared
 
 STEP_LR = 1e-3
 
@@ -117,20 +118,6 @@ def build_layer(case: Case, variant: Variant, weight: Tensor) -> HebbianLayer:
     with torch.no_grad():
         layer.weight.copy_(weight.view_as(layer.weight))
     return layer
-
-
-@dataclass
-class Prepared:
-    """The timed call of one variant, the state reset before each sample, and its ΔW for the check.
-
-    ``compile`` (implementations that compile code) does the compilation for this case's
-    shapes outside timing and returns its seconds.
-    """
-
-    call: Callable[[], object]
-    reset: Callable[[], object] | None
-    delta: Callable[[], Tensor]
-    compile: Callable[[], float] | None = None
 
 
 class CaseWorkload:
