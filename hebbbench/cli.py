@@ -146,6 +146,7 @@ def report_command(
 
 @app.command()
 def reproduce(
+    ctx: typer.Context,
     networks: Annotated[str, typer.Option(help="6layer, 10layer, vgg11, vgg16 (comma separated).")] = "6layer",
     rules: Annotated[str, typer.Option(help="Rules, comma separated.")] = "swta,hpca",
     impls: Annotated[str, typer.Option(help="Implementation variants, e.g. naive:group_size=8,fh.")]
@@ -161,39 +162,79 @@ def reproduce(
                                                                     "(0: no limit).")] = 100.0,
     seed: Annotated[int, typer.Option(help="Seed of weights and synthetic data.")] = 0,
     out: Annotated[Optional[Path], typer.Option(help="Result folder (default ./results/<run-id>).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Finish an interrupted network set: the (network, rule) "
+                                                        "cases it lacks, with its own settings.")] = None,
     report: Annotated[bool, typer.Option(help="Write the report to ./reports/<run-id>/.")] = True,
 ) -> None:
-    """Hebbian training of the paper's networks: epoch time of naive against FastHebb, beside the claims."""
+    """Hebbian training of the paper's networks: epoch time of naive against FastHebb, beside the claims.
+
+    Each (network, rule) case is appended to the result set as it finishes; an interrupted run
+    is finished with --resume DIR.
+    """
     from datetime import datetime, timezone
 
     import torch
 
+    from hebbbench import store
+    from hebbbench.measure import environment
     from hebbbench.measure.devices import resolve_devices
     from hebbbench.reports import reproduction
     from hebbbench.rules.specs import parse_spec
+    from hebbbench.suites.claims import published_claims
+    from hebbbench.suites.netcase import LAYER_COLUMNS, SAMPLE_COLUMNS, STEP_COLUMNS
     from hebbbench.suites.reproduce import reproduce as run_reproduce
 
-    variants = [(spec.name, spec.kwargs) for spec in (parse_spec(item, "impl", "--impls") for item in split(impls))]
-    if batches < 1:
-        raise UserError(f"--batches must be >= 1, got {batches}")
-    all_devices = resolve_devices(split(devices))
-    for device in all_devices:
-        started = datetime.now(timezone.utc)
+    def now() -> str:
+        return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    if resume is not None:
+        given = [name for name, value in ctx.params.items() if name not in ("resume", "report")
+                 and ctx.get_parameter_source(name).name == "COMMANDLINE"]
+        if given:
+            raise UserError(f"--resume continues a set with its own settings; give no other option with it "
+                            f"(got --{given[0].replace('_', '-')})")
+        result_set, env = store.NetworkSet.open(resume, "hebbbench reproduce --resume")
+        params = dict(env["params"])
+        params["impls"] = [(impl, options) for impl, options in params["impls"]]
+        earlier = result_set.frames()
+        sets = [(params.pop("device"), result_set, earlier, env["started_at"])]
+    else:
+        variants = [(spec.name, spec.kwargs) for spec in (parse_spec(item, "impl", "--impls") for item in split(impls))]
+        if batches < 1:
+            raise UserError(f"--batches must be >= 1, got {batches}")
+        params = {"networks": split(networks), "rules": split(rules), "impls": variants, "batches": batches,
+                  "data_root": str(data_root) if data_root else None, "workers": workers, "seed": seed,
+                  "max_naive_seconds": max_naive_seconds, "time_budget": time_budget or None}
+        all_devices = resolve_devices(split(devices))
+        sets = []
+        for device in all_devices:  # every set created (or refused) before anything is measured
+            started = datetime.now(timezone.utc)
+            name = device.replace(":", "") if device == "cpu" else \
+                torch.cuda.get_device_name(device).lower().replace("nvidia", "").strip().split()[-1]
+            run_id = f"reproduce-{'+'.join(params['networks'])}-{name}-{started.strftime('%Y%m%d-%H%M%S')}"
+            folder = out if out is not None and len(all_devices) == 1 else (out or Path("results")) / run_id
+            columns = {"samples": SAMPLE_COLUMNS, "layers": LAYER_COLUMNS, "steps": STEP_COLUMNS}
+            created = store.NetworkSet.create(folder, columns, published_claims(), {
+                "started_at": started.isoformat(timespec="seconds"), "params": {**params, "device": device},
+                "env": environment.collect(seed, sys.argv)})
+            sets.append((device, created, None, created.path))
+    for device, result_set, earlier, _ in sets:
         with err_console.status(f"reproduce on {device}") as status:
             try:
-                result = run_reproduce(networks=split(networks), rules=split(rules), impls=variants,
-                                       device=device, batches=batches, data_root=data_root, workers=workers,
-                                       seed=seed, max_naive_seconds=max_naive_seconds,
-                                       time_budget=time_budget or None,
+                result = run_reproduce(**params, device=device, sink=result_set.append, earlier=earlier,
                                        progress=lambda event: status.update(str(event)))
-            except ValueError as exc:
+            except (ValueError, UserError) as exc:  # refused before measuring: no set left behind
+                for _, created, before, _ in sets:
+                    if before is None and not created.done():
+                        created.discard()
+                if result_set.path.exists():
+                    result_set.finish("failed", finished_at=now())
                 raise UserError(str(exc)) from None
-        name = device.replace(":", "") if device == "cpu" else \
-            torch.cuda.get_device_name(device).lower().replace("nvidia", "").strip().split()[-1]
-        run_id = f"reproduce-{'+'.join(split(networks))}-{name}-{started.strftime('%Y%m%d-%H%M%S')}"
-        folder = out if out is not None and len(all_devices) == 1 else (out or Path("results")) / run_id
-        path = reproduction.save(result, folder, seed, sys.argv, started.isoformat(timespec="seconds"),
-                                 datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            except BaseException:
+                result_set.finish("interrupted", finished_at=now())
+                raise
+        result_set.finish(finished_at=now(), meta=result.meta)
+        path = result_set.path
         out_console.print(f"results in {path}")
         head = reproduction.headline_rows(result.steps)
         for _, row in head.iterrows():
@@ -395,15 +436,34 @@ def list_things() -> None:
     out_console.print(seen)
 
 
+#: typer's exit status for Ctrl-C (it turns KeyboardInterrupt into this before main sees it).
+INTERRUPTED = 130
+
+
+#: click's base of a bad option or argument (typer vendors click in some versions, not in others).
+CLICK_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def main() -> None:
     try:
-        app()
+        code = app(standalone_mode=False)  # errors come here, to be said in one line
     except UserError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: the finished cases are saved; continue with hebbbench run --resume DIR")
-        sys.exit(130)
+    except CLICK_ERROR as exc:  # a bad option: what typer itself would print
+        try:
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(exc)
+        except ImportError:  # pragma: no cover - typer without rich
+            exc.show()
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        code = INTERRUPTED
+    if code == INTERRUPTED:
+        err_console.print("interrupted: the finished cases are saved; continue with the same command's --resume DIR "
+                          "(hebbbench run or hebbbench reproduce)")
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

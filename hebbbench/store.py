@@ -17,14 +17,17 @@ Every command writes one of three **kinds** of result set, named in ``env.json``
 kind        written by              files besides env.json
 ==========  ======================  =========================================================
 grid        ``hebbbench run``       results.csv, samples.jsonl (this module's :class:`ResultSet`)
-network     ``hebbbench reproduce`` steps.csv, layers.csv, samples.csv, claims.csv
+network     ``hebbbench reproduce`` steps.csv, layers.csv, samples.csv, claims.csv (:class:`NetworkSet`)
 scale       ``hebbbench scale``     results.csv, samples.jsonl
 ==========  ======================  =========================================================
 
 :func:`open_set` reads env.json once and says which kind a folder holds; every command
 that reads a set (``report``, ``compare``, ``run --resume``) asks it, and refuses a kind
 it does not take in one line (:func:`require`). :func:`write_env` is the one writer of
-env.json, for every kind. Sets written before the kind was recorded read as ``grid``
+env.json, for every kind. Grid and network sets are appended per case and resumed by the
+command that wrote them (``run --resume``, ``reproduce --resume``); a scale set is not
+resumable (its world sizes are compared with the weights' change at world size 1, measured
+in the same run), so ``--resume`` of it is refused in one line. Sets written before the kind was recorded read as ``grid``
 (no ``kind``) and ``network`` (``kind = "reproduce"``).
 """
 
@@ -274,3 +277,98 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (dict, list, tuple)):
         return json.dumps(value, default=str)
     return value
+
+
+#: the files of a network set (``hebbbench reproduce``), besides env.json, in the order a case writes them.
+NETWORK_FILES = {"claims": "claims.csv", "samples": "samples.csv", "layers": "layers.csv", "steps": "steps.csv"}
+
+
+class NetworkSet:
+    """A network set being written: each (network, rule) case appended as it finishes, samples, then
+    its layer rows, then its step rows (the case is done once its step rows are there), each in one
+    flushed write; env.json says ``running`` until :meth:`finish`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | Path, columns: dict[str, list[str]], claims: pd.DataFrame,
+               env: dict[str, Any]) -> "NetworkSet":
+        """A new network set (``columns``: each CSV's header); refuses a folder that holds a result set."""
+        ns = cls(path)
+        if (ns.path / ENV).exists():
+            raise UserError(f"{ns.path} already holds a result set; resume it with --resume {ns.path}, "
+                            "or choose another --out")
+        if ns.path.exists() and not ns.path.is_dir():
+            raise UserError(f"{ns.path} is a file; choose another --out")
+        ns.path.mkdir(parents=True, exist_ok=True)
+        claims.to_csv(ns.path / NETWORK_FILES["claims"], index=False)
+        for name, names in columns.items():
+            pd.DataFrame(columns=names).to_csv(ns.path / NETWORK_FILES[name], index=False)
+        write_env(ns.path, {"schema_version": SCHEMA_VERSION, "kind": Kind.NETWORK.value, "run_id": ns.path.name,
+                            "status": "running", "finished_at": None, **env})
+        return ns
+
+    @classmethod
+    def open(cls, path: str | Path, command: str) -> tuple["NetworkSet", dict[str, Any]]:
+        """A network set to continue, cut back to its finished cases; and its env.json."""
+        env = require(path, command, (Kind.NETWORK,)).env
+        ns = cls(path)
+        missing = [f for f in NETWORK_FILES.values() if not (ns.path / f).is_file()]
+        if missing or "params" not in env:
+            raise UserError(f"{ns.path} cannot be resumed: "
+                            + (f"{', '.join(missing)} missing" if missing else
+                               "it was written before network sets recorded their parameters; start it again"))
+        ns.repair()
+        return ns, env
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """Every file's complete rows."""
+        out = {}
+        for name, file in NETWORK_FILES.items():
+            lines = _complete_lines(self.path / file)
+            out[name] = pd.read_csv(io.StringIO("".join(lines)), keep_default_na=False, na_values=[""])
+        return out
+
+    def done(self) -> set[tuple[str, str]]:
+        """The (network, rule) cases whose step rows were written."""
+        steps = self.frames()["steps"]
+        return set(zip(steps["network"], steps["rule"]))
+
+    def repair(self) -> None:
+        """Drop lines cut short by a kill, and the rows and samples of cases whose step rows were never written."""
+        done = self.done()
+        for name, file in NETWORK_FILES.items():
+            header, *lines = _complete_lines(self.path / file)
+            if name in ("layers", "steps"):
+                frame = pd.read_csv(io.StringIO(header + "".join(lines)), keep_default_na=False, na_values=[""])
+                lines = [line for line, network, rule in zip(lines, frame["network"], frame["rule"])
+                         if (network, rule) in done]
+            elif name == "samples":
+                lines = [line for line in lines if tuple(line.split("/", 2)[:2]) in done]
+            tmp = self.path / (file + ".tmp")
+            tmp.write_text(header + "".join(lines))
+            os.replace(tmp, self.path / file)
+
+    def append(self, frames: dict[str, pd.DataFrame]) -> None:
+        """One finished case: its samples, its layer rows, then its step rows."""
+        for name in ("samples", "layers", "steps"):
+            frame = frames[name]
+            if "run_id" in frame.columns:
+                frame = frame.assign(run_id=self.path.name)
+            text = frame.to_csv(index=False, header=False)
+            if text:
+                with open(self.path / NETWORK_FILES[name], "a", newline="") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+
+    def discard(self) -> None:
+        """Remove the files :meth:`create` wrote (a run refused before any case finished), and the folder if empty."""
+        for file in (*NETWORK_FILES.values(), ENV):
+            (self.path / file).unlink(missing_ok=True)
+        if self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
+
+    def finish(self, status: str = "complete", **changes: Any) -> None:
+        write_env(self.path, {**read_env(self.path), **changes, "status": status})

@@ -147,3 +147,70 @@ def test_older_budget_statuses_read_as_skipped(tmp_path):
     layers.to_csv(copy / "layers.csv", index=False)
     _, frames = reproduction.load(copy)
     assert list(frames["layers"]["status"][:3]) == ["skipped", "ok", "skipped"]
+
+
+def small_reproduce(monkeypatch, stop_after: int | None):
+    """hebbbench reproduce's measurement on the small network, interrupted after ``stop_after`` cases."""
+    import hebbbench.suites.reproduce as reproduce_module
+
+    real, finished = reproduce_module.reproduce, []
+
+    def small(**kwargs):
+        sink = kwargs.pop("sink")
+
+        def counting(frames):
+            sink(frames)
+            finished.append(frames)
+            if stop_after is not None and len(finished) == stop_after:
+                raise KeyboardInterrupt
+
+        kwargs.update(networks=[SMALL], policy=QUICK, ceilings=CEILINGS, max_naive_seconds=60.0)
+        return real(**kwargs, sink=counting)
+
+    monkeypatch.setattr(reproduce_module, "reproduce", small)
+    return finished
+
+
+def cli_exit(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["hebbbench", "reproduce", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_each_case_is_saved_as_it_finishes_and_resume_finishes_the_set_without_doubling(tmp_path, monkeypatch,
+                                                                                        capsys):
+    folder = tmp_path / "set"
+    small_reproduce(monkeypatch, stop_after=1)
+    code, err = cli_exit(monkeypatch, capsys, "--rules", "swta,hpca", "--impls", "naive:group_size=8,fh",
+                         "--devices", "cpu", "--batches", "1", "--out", str(folder), "--no-report")
+    assert code == 130 and "--resume" in err
+    assert store.read_env(folder)["status"] == "interrupted"
+    first = pd.read_csv(folder / "steps.csv")
+    assert list(first["rule"]) == ["swta", "swta"]  # the finished case, on disk before the interrupt
+    # a second run into the same folder is refused before measuring anything
+    code, err = cli_exit(monkeypatch, capsys, "--devices", "cpu", "--out", str(folder), "--no-report")
+    assert code == 2 and "already holds a result set" in err and "--resume" in err
+    # resume takes the set's own settings and refuses others
+    code, err = cli_exit(monkeypatch, capsys, "--resume", str(folder), "--batches", "3")
+    assert code == 2 and "give no other option with it (got --batches)" in err
+    finished = small_reproduce(monkeypatch, stop_after=None)
+    code, err = cli_exit(monkeypatch, capsys, "--resume", str(folder), "--no-report")
+    assert code == 0, err
+    assert len(finished) == 1 and set(finished[0]["steps"]["rule"]) == {"hpca"}  # only the missing case ran
+    env, frames = reproduction.load(folder)
+    assert env["status"] == "complete" and env["meta"]["rules"] == ["swta", "hpca"]
+    steps, layers = frames["steps"], frames["layers"]
+    assert sorted(zip(steps["rule"], steps["label"])) == [("hpca", "fh"), ("hpca", "naive(G=8)"),
+                                                         ("swta", "fh"), ("swta", "naive(G=8)")]
+    assert not layers.duplicated(["case_id", "label"]).any() and len(layers) == 2 * 2 * len(SMALL.layers)
+    pd.testing.assert_frame_equal(steps[steps["rule"] == "swta"].reset_index(drop=True),
+                                  first.assign(reason=first["reason"].astype(object).fillna("").astype(str),
+                                               baseline=first["baseline"].astype(str)), check_dtype=False)
+    assert set(frames["samples"]["case_id"].str.split("/").str[1]) == {"swta", "hpca"}
+
+
+def test_a_refused_reproduce_leaves_no_set_behind(tmp_path, monkeypatch, capsys):
+    code, err = cli_exit(monkeypatch, capsys, "--networks", "resnet", "--devices", "cpu", "--out",
+                         str(tmp_path / "set"))
+    assert code == 2 and "resnet" in err and not (tmp_path / "set").exists()

@@ -1,11 +1,14 @@
 """One result store: every set names its kind in env.json, and each command that reads sets
 takes the kinds it can use and refuses the others in one line (exit 2), by one rule.
 
-| kind    | written by  | compare     | report            | run --resume |
-|---------|-------------|-------------|-------------------|--------------|
-| grid    | run         | compared    | report of the set | resumed      |
-| network | reproduce   | refused     | report of the set | refused      |
-| scale   | scale       | refused     | report of the set | refused      |
+| kind    | written by  | compare     | report            | run --resume | reproduce --resume |
+|---------|-------------|-------------|-------------------|--------------|--------------------|
+| grid    | run         | compared    | report of the set | resumed      | refused            |
+| network | reproduce   | refused     | report of the set | refused      | resumed (1)        |
+| scale   | scale       | refused     | report of the set | refused      | refused            |
+
+(1) tests/test_reproduce_report.py interrupts a real run and resumes it; here, the repair of a set
+killed mid-case, and the refusal of a set written before network sets recorded their parameters.
 
 The sets are the committed ones that real runs wrote (copied, so nothing here changes them).
 """
@@ -144,6 +147,15 @@ def test_resume_refuses_a_network_or_scale_set_in_one_line(copied, monkeypatch, 
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
+@pytest.mark.parametrize("kind", ["grid", "scale"])
+def test_reproduce_resume_refuses_a_grid_or_scale_set_in_one_line(copied, monkeypatch, capsys, kind):
+    folder = copied(kind)
+    before = sorted((p.name, p.read_bytes()) for p in folder.iterdir())
+    code, _, err = run_cli(monkeypatch, capsys, "reproduce", "--resume", str(folder))
+    one_line(code, err, f"is a {kind} result set ({WRITER[kind]}); hebbbench reproduce --resume takes network sets")
+    assert sorted((p.name, p.read_bytes()) for p in folder.iterdir()) == before
+
+
 # -- grid sets recorded before options were items still resume as they were run ----------------
 @pytest.mark.parametrize("folder", sorted(p.parent for p in RESULTS.glob("**/env.json")
                                           if json.loads(p.read_text()).get("kind") == "grid"),
@@ -160,3 +172,34 @@ def test_a_recorded_grid_expands_to_exactly_the_rows_of_its_set(folder):
     cases = Grid.from_dict(recorded, env["grid"]["name"], str(folder)).expand(resolve=lambda _: ran_on)
     expected = {(c.case_id, v.label) for c in cases for v in c.variants}
     assert set(zip(frame["case_id"], frame["label"])) == expected
+
+
+# -- network sets: appended per (network, rule) case, resumable --------------------------------
+def test_a_network_set_killed_between_a_cases_files_keeps_only_finished_cases(tmp_path):
+    """A kill after a case's samples and layer rows but before its step rows: opening the set to
+    resume drops that case's rows and samples (it runs again), and a line cut short."""
+    from hebbbench.reports import reproduction
+
+    _, frames = reproduction.load(COMMITTED["network"])
+    columns = {name: list(frames[name].columns) for name in ("samples", "layers", "steps")}
+    ns = store.NetworkSet.create(tmp_path / "set", columns, frames["claims"], {"started_at": "t", "params": {}})
+    case = {name: frames[name][frames[name][key].astype(str).str.contains(pattern)] for name, key, pattern in
+            (("samples", "case_id", "/swta/"), ("layers", "rule", "swta"), ("steps", "rule", "swta"))}
+    other = {name: frames[name][frames[name][key].astype(str).str.contains(pattern)] for name, key, pattern in
+             (("samples", "case_id", "/hpca/"), ("layers", "rule", "hpca"), ("steps", "rule", "hpca"))}
+    ns.append(case)
+    ns.append({**other, "steps": other["steps"].iloc[:0]})  # killed before hpca's step rows
+    with open(ns.path / "steps.csv", "a") as f:
+        f.write("1,cut-short")  # and a line cut short
+    assert store.read_env(ns.path)["status"] == "running"
+    opened, env = store.NetworkSet.open(ns.path, "hebbbench reproduce --resume")
+    assert opened.done() == {("6layer", "swta")} and env["params"] == {}
+    kept = opened.frames()
+    assert len(kept["layers"]) == len(case["layers"]) and set(kept["layers"]["rule"]) == {"swta"}
+    assert len(kept["samples"]) == len(case["samples"]) and len(kept["steps"]) == 2
+    assert (kept["steps"]["run_id"] == "set").all()
+
+
+def test_a_network_set_without_its_parameters_cannot_be_resumed(copied):
+    with pytest.raises(UserError, match="written before network sets recorded their parameters"):
+        store.NetworkSet.open(copied("network"), "hebbbench reproduce --resume")

@@ -31,7 +31,7 @@ from hebbbench.reports import render
 from hebbbench.measure.units import format_bytes, format_seconds
 
 KIND = store.Kind.NETWORK
-FILES = {"steps": "steps.csv", "layers": "layers.csv", "samples": "samples.csv", "claims": "claims.csv"}
+FILES = store.NETWORK_FILES
 #: the headline claim checked by the verdict.
 HEADLINE_CLAIM = 70.0
 #: the baseline of the headline speedups when a set names none: the authors' original grouping.
@@ -41,19 +41,13 @@ MARKERS = {"swta": "o", "hpca": "s"}
 
 def save(result, out: str | Path, seed: int, argv: list[str] | None, started_at: str, finished_at: str) -> Path:
     """Write a :class:`~hebbbench.suites.reproduce.Reproduction` as a result set; refuses to overwrite one."""
-    path = Path(out)
-    if (path / "env.json").exists():
-        raise UserError(f"{path} already holds a result set; choose another --out")
-    path.mkdir(parents=True, exist_ok=True)
-    for name, file in FILES.items():
-        frame = getattr(result, name)
-        if "run_id" in frame.columns:
-            frame = frame.assign(run_id=path.name)
-        frame.to_csv(path / file, index=False)
-    store.write_env(path, {"kind": KIND.value, "schema_version": store.SCHEMA_VERSION, "run_id": path.name,
-                           "started_at": started_at, "finished_at": finished_at, "status": "complete",
-                           "meta": result.meta, "env": environment.collect(seed, argv)})
-    return path
+    frames = {"samples": result.samples, "layers": result.layers, "steps": result.steps}
+    ns = store.NetworkSet.create(out, {name: list(frame.columns) for name, frame in frames.items()}, result.claims,
+                                 {"started_at": started_at, "meta": result.meta,
+                                  "env": environment.collect(seed, argv)})
+    ns.append(frames)
+    ns.finish(finished_at=finished_at)
+    return ns.path
 
 
 def load(path: str | Path) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
@@ -255,6 +249,10 @@ def build(path: str | Path, out: str | Path | None = None, argv: list[str] | Non
     baseline = baseline_label(steps)
 
     doc = render.Document(f"hebbbench reproduce: {run_id}")
+    if env.get("status") != "complete":
+        doc.add(render.Paragraph(
+            f"*Not complete* (status {render.md_escape(str(env.get('status')))}): only the finished (network, rule) "
+            f"cases are shown; `hebbbench reproduce --resume {render.md_escape(str(path))}` finishes it."))
     best = float(head["speedup"].max()) if len(head) else math.nan
     doc.add(render.Heading("Verdict"), render.Paragraph(
         f"On {device}, the best whole-step speedup of fh over the original formulation ({baseline}) is "

@@ -138,6 +138,8 @@ def reproduce(
     lr: float = 1e-3,
     ceilings: Ceilings | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
+    sink: Callable[[dict[str, pd.DataFrame]], None] | None = None,
+    earlier: dict[str, pd.DataFrame] | None = None,
 ) -> Reproduction:
     """Time the paper's Hebbian training steps per layer and per step, and extrapolate to training.
 
@@ -152,8 +154,11 @@ def reproduce(
     rules in turn (rule i of R may start non-reference work until i+1 R-ths of it have
     passed); work that would not fit is skipped and estimated, ``fh`` always runs
     (None: no limit); ``ceilings``: the device's measured peak rates, if already known
-    (default: measured here). Raises :class:`~hebbbench.errors.UserError` for a missing
-    dataset or an unavailable device.
+    (default: measured here); ``sink``: called with each (network, rule) case's frames
+    (``layers``, ``steps``, ``samples``) as it finishes (a result set appends them); ``earlier``:
+    the frames of cases measured before (a resumed set): those (network, rule) are not run
+    again, their measured layers calibrate the cost model, and they are in the result. Raises
+    :class:`~hebbbench.errors.UserError` for a missing dataset or an unavailable device.
     """
     started = time.perf_counter()
     device = torch.device(device)
@@ -175,11 +180,19 @@ def reproduce(
     load_start = _loadavg()
     total = len(specs) * len(rules)
     done = 0
-    layer_rows: list[dict[str, Any]] = []
-    step_rows: list[dict[str, Any]] = []
-    sample_rows: list[dict[str, Any]] = []
+    frames: dict[str, list[pd.DataFrame]] = {"layers": [], "steps": [], "samples": []}
+    columns = {"layers": LAYER_COLUMNS, "steps": STEP_COLUMNS, "samples": SAMPLE_COLUMNS}
     data_meta: dict[str, Any] = {}
     calibration_meta: dict[str, Any] = {}
+    calibration = RooflineFit()
+    done_before: set[tuple[str, str]] = set()
+    if earlier is not None:
+        for name in frames:
+            frames[name].append(earlier[name][columns[name]])
+        done_before = set(zip(earlier["steps"]["network"], earlier["steps"]["rule"]))
+        measured = earlier["layers"][earlier["layers"]["status"] == OK]
+        for _, row in measured.iterrows():  # what the cost model learnt from them
+            calibration.add(row["rule"], row["impl"], row["label"], float(row["median_s"]), float(row["roofline_s"]))
 
     def reporter(network: str, rule: str):
         def report(stage: str, layer: str, message: str) -> None:
@@ -188,15 +201,20 @@ def reproduce(
         return report
 
     ceilings = ceilings or ceilings_mod.measure(str(device), dtype)
-    calibration = RooflineFit()
     for spec in specs:
         network_start = time.perf_counter()
+        if all((spec.name, rule) in done_before for rule in rules):
+            done += len(rules)
+            continue
         reporter(spec.name, "")("data", "", f"{spec.name}: loading {batches} batch(es) of {datasets[spec.name]}")
         data = load_batches(datasets[spec.name], spec.batch_size, spec.input_size, batches, data_root=data_root,
                             workers=workers, seed=seed, device=device, dtype=dtype)
         data_meta[spec.name] = {"dataset": datasets[spec.name], "source": data.source,
                                 "load_seconds": data.load_seconds, "seconds_per_batch": data.seconds_per_batch}
         for index, rule in enumerate(rules):
+            if (spec.name, rule) in done_before:
+                done += 1
+                continue
             deadline = math.inf if time_budget is None else network_start + time_budget * (index + 1) / len(rules)
             variants = [NetworkVariant(variant_label(i, o), i, o,
                                  build_network(spec, rule, i, device, dtype, seed, dataset=datasets[spec.name],
@@ -206,9 +224,13 @@ def reproduce(
                          max_naive_seconds, budget, calibration, deadline, reporter(spec.name, rule))
             case.run_layers()
             case.run_step()
-            layer_rows += case.layer_rows()
-            step_rows += case.step_rows(epochs)
-            sample_rows += case.sample_rows()
+            finished = {"layers": pd.DataFrame(case.layer_rows(), columns=LAYER_COLUMNS),
+                        "steps": pd.DataFrame(case.step_rows(epochs), columns=STEP_COLUMNS),
+                        "samples": pd.DataFrame(case.sample_rows(), columns=SAMPLE_COLUMNS)}
+            if sink is not None:
+                sink(finished)
+            for name, frame in finished.items():
+                frames[name].append(frame)
             calibration_meta[f"{spec.name}/{rule}"] = {
                 v.label: calibration.factor(rule, v.impl, v.label)[1] for v in variants}
             del case, variants
@@ -231,6 +253,9 @@ def reproduce(
         "loadavg_start": load_start, "loadavg_end": _loadavg(),
         "wall_seconds": time.perf_counter() - started,
     }
-    return Reproduction(pd.DataFrame(layer_rows, columns=LAYER_COLUMNS),
-                        pd.DataFrame(step_rows, columns=STEP_COLUMNS),
-                        pd.DataFrame(sample_rows, columns=SAMPLE_COLUMNS), published_claims(), meta)
+    whole = {}
+    for name, parts in frames.items():
+        parts = [part for part in parts if len(part)]
+        whole[name] = (pd.concat(parts, ignore_index=True)[columns[name]] if parts
+                       else pd.DataFrame(columns=columns[name]))
+    return Reproduction(whole["layers"], whole["steps"], whole["samples"], published_claims(), meta)
