@@ -216,3 +216,122 @@ def dry_run(grid: Grid, memory_budget: str | float | None = None) -> pd.DataFram
                           "GFLOP": round(cost.flops / 1e9, 3),
                           "fits_budget": cost.memory <= limit})
     return pd.DataFrame(lines)
+
+
+# -- the paper's networks (hebbbench reproduce) ---------------------------------------------------
+@dataclass
+class ReproduceConfig:
+    """What one ``hebbbench reproduce`` takes; env.json records it (``params``, with the device) and
+    ``--resume`` reads it back."""
+
+    networks: list[str] = dataclasses.field(default_factory=lambda: ["6layer"])
+    rules: list[str] = dataclasses.field(default_factory=lambda: ["swta", "hpca"])
+    impls: list[str] = dataclasses.field(default_factory=lambda: ["naive:group_size=8", "naive:group_size=128", "fh"])
+    devices: list[str] = dataclasses.field(default_factory=lambda: ["auto"])
+    batches: int = 2
+    data_root: str | None = None
+    workers: int = 0
+    max_naive_seconds: float = 2.5
+    time_budget: float | None = 100.0  # seconds per network for naive work; None or 0: no limit
+    seed: int = 0
+
+    def params(self, device: str) -> dict[str, Any]:
+        """The arguments of :func:`hebbbench.suites.reproduce.reproduce` on ``device`` (as env.json keeps them)."""
+        from hebbbench.rules.specs import parse_spec
+
+        if self.batches < 1:
+            raise UserError(f"--batches must be >= 1, got {self.batches}")
+        variants = [(spec.name, spec.kwargs) for spec in (parse_spec(item, "impl", "--impls") for item in self.impls)]
+        return {"networks": list(self.networks), "rules": list(self.rules), "impls": variants,
+                "batches": self.batches, "data_root": None if self.data_root is None else str(self.data_root),
+                "workers": self.workers, "seed": self.seed, "max_naive_seconds": self.max_naive_seconds,
+                "time_budget": self.time_budget or None, "device": device}
+
+
+def reproduce(config: ReproduceConfig | None = None, *, out: str | Path | None = None,
+              resume: str | Path | None = None, argv: list[str] | None = None, progress=None) -> list[Path]:
+    """Run ``hebbbench reproduce``: one network set per device, each (network, rule) case appended
+    as it finishes; or, with ``resume``, the cases an interrupted set lacks, with its own settings.
+    Returns the sets' folders. ``progress(device, event)`` hears where each run is."""
+    import sys
+    from datetime import datetime, timezone
+
+    import torch
+
+    from hebbbench import store
+    from hebbbench.measure import environment
+    from hebbbench.suites.claims import published_claims
+    from hebbbench.suites.netcase import LAYER_COLUMNS, SAMPLE_COLUMNS, STEP_COLUMNS
+    from hebbbench.suites.reproduce import reproduce as measure
+
+    def now_iso() -> str:
+        return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    runs = []  # (set, its parameters, the frames measured before)
+    if resume is not None:
+        if (config is not None and config != ReproduceConfig()) or out is not None:
+            raise UserError("--resume continues a set with its own settings; give no other run option with it")
+        result_set, env = store.NetworkSet.open(resume, "hebbbench reproduce --resume")
+        params = {**env["params"], "impls": [(impl, options) for impl, options in env["params"]["impls"]]}
+        runs.append((result_set, params, result_set.frames()))
+    else:
+        config = config or ReproduceConfig()
+        all_devices = dev.resolve_devices(config.devices)
+        params_of = {device: config.params(device) for device in all_devices}  # refused here, before any folder
+        for device in all_devices:  # every set created (or refused) before anything is measured
+            started = datetime.now(timezone.utc)
+            name = device.replace(":", "") if device == "cpu" else \
+                torch.cuda.get_device_name(device).lower().replace("nvidia", "").strip().split()[-1]
+            run_id = f"reproduce-{'+'.join(config.networks)}-{name}-{started.strftime('%Y%m%d-%H%M%S')}"
+            folder = Path(out) if out is not None and len(all_devices) == 1 else Path(out or "results") / run_id
+            try:
+                created = store.NetworkSet.create(
+                    folder, {"samples": SAMPLE_COLUMNS, "layers": LAYER_COLUMNS, "steps": STEP_COLUMNS},
+                    published_claims(), {"started_at": started.isoformat(timespec="seconds"),
+                                         "params": params_of[device],
+                                         "env": environment.collect(config.seed, argv or sys.argv)})
+            except UserError:
+                for earlier, _, _ in runs:
+                    earlier.discard()
+                raise
+            runs.append((created, params_of[device], None))
+    paths = []
+    for result_set, params, earlier in runs:
+        params = dict(params)
+        device = params.pop("device")
+        try:
+            result = measure(**params, device=device, sink=result_set.append, earlier=earlier,
+                             progress=None if progress is None else (lambda event, d=device: progress(d, event)))
+        except (ValueError, UserError) as exc:  # refused before measuring: no new set left behind
+            for created, _, before in runs:
+                if before is None and not created.done():
+                    created.discard()
+            if result_set.path.exists():
+                result_set.finish("failed", finished_at=now_iso())
+            raise UserError(str(exc)) from None
+        except BaseException:
+            result_set.finish("interrupted", finished_at=now_iso())
+            raise
+        result_set.finish(finished_at=now_iso(), meta=result.meta)
+        paths.append(result_set.path)
+    return paths
+
+
+# -- data-parallel scaling (hebbbench scale) ------------------------------------------------------
+def scale(config, *, out: str | Path | None = None, argv: list[str] | None = None, progress=None):
+    """Run ``hebbbench scale`` (a :class:`hebbbench.suites.scale.ScaleConfig`): spawning the ranks here,
+    or as one rank under torchrun. Returns results.csv as a DataFrame (``attrs["path"]``), None on
+    ranks other than 0."""
+    import sys
+
+    from hebbbench.nn.parallel import under_torchrun
+    from hebbbench.suites import scale as scale_mod
+
+    if config.batch is not None and config.batch < 1:
+        raise UserError(f"--batch must be >= 1, got {config.batch}")
+    say = progress or (lambda text: None)
+    if under_torchrun():
+        return scale_mod.run_torchrun(config, out, argv=argv or sys.argv, progress=say)
+    if not config.world_sizes:
+        config = scale_mod.with_default_world_sizes(config)
+    return scale_mod.run_local(config, out, argv=argv or sys.argv, progress=say)

@@ -100,10 +100,19 @@ def run(
         out_console.print(table)
     out_console.print(f"results in {frame.attrs['path']}")
     if report:
-        from hebbbench.reports import build
+        say_report([frame.attrs["path"]])
 
-        written = build([frame.attrs["path"]])
-        out_console.print(f"report in {written.path} (report.md, report.html, {len(written.figures)} figures)")
+
+def say_report(run_dirs: list, out: Path | None = None) -> None:
+    """Build the report of result sets of any kind (``reports.write``) and say where it is."""
+    from hebbbench import reports
+
+    written = reports.write(run_dirs, out=out)
+    for warning in written.warnings:
+        err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    for stem, why in written.omitted.items():
+        err_console.print(f"{stem}: not drawn: {why}", markup=False, highlight=False, soft_wrap=True)
+    out_console.print(f"report in {written.path} ({', '.join(written.files)})")
 
 
 @app.command("report")
@@ -119,34 +128,11 @@ def report_command(
     Shards of one grid (run --shard i/n, e.g. on several machines) merge into one run; shards of
     different grids, or one shard given twice, are refused; missing shards are a warning.
     """
-    from hebbbench import store
-    from hebbbench.reports import build, reproduction
-    from hebbbench.reports.scale import write_report
-
-    kinds = {d: store.open_set(d).kind for d in run_dirs}  # each folder's kind, read once
-    alone = [d for d, kind in kinds.items() if kind != store.Kind.GRID]
-    if alone and len(run_dirs) > 1:
-        raise UserError(f"{alone[0]} is a {kinds[alone[0]]} result set: its report is built from it alone "
-                        "(only grid sets of hebbbench run merge); give it on its own")
-    if alone and kinds[alone[0]] == store.Kind.SCALE:
-        scale_report = write_report(alone[0], out=out)
-        out_console.print(f"report in {scale_report.path} (report.md, scale.png, scale.svg)")
-        return
-    if alone:
-        target = reproduction.build(alone[0], out=out)
-        out_console.print(f"report in {target} (report.md, report.html)")
-        return
-    written = build(run_dirs, out=out)
-    for warning in written.warnings:
-        err_console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
-    for stem, why in written.omitted.items():
-        err_console.print(f"{stem}: not drawn: {why}", markup=False, highlight=False, soft_wrap=True)
-    out_console.print(f"report in {written.path} (report.md, report.html, {len(written.figures)} figures)")
+    say_report(run_dirs, out=out)
 
 
 @app.command()
 def reproduce(
-    ctx: typer.Context,
     networks: Annotated[str, typer.Option(help="6layer, 10layer, vgg11, vgg16 (comma separated).")] = "6layer",
     rules: Annotated[str, typer.Option(help="Rules, comma separated.")] = "swta,hpca",
     impls: Annotated[str, typer.Option(help="Implementation variants, e.g. naive:group_size=8,fh.")]
@@ -171,79 +157,26 @@ def reproduce(
     Each (network, rule) case is appended to the result set as it finishes; an interrupted run
     is finished with --resume DIR.
     """
-    from datetime import datetime, timezone
-
-    import torch
-
-    from hebbbench import store
-    from hebbbench.measure import environment
-    from hebbbench.measure.devices import resolve_devices
+    from hebbbench import api
     from hebbbench.reports import reproduction
-    from hebbbench.rules.specs import parse_spec
-    from hebbbench.suites.claims import published_claims
-    from hebbbench.suites.netcase import LAYER_COLUMNS, SAMPLE_COLUMNS, STEP_COLUMNS
-    from hebbbench.suites.reproduce import reproduce as run_reproduce
 
-    def now() -> str:
-        return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-    if resume is not None:
-        given = [name for name, value in ctx.params.items() if name not in ("resume", "report")
-                 and ctx.get_parameter_source(name).name == "COMMANDLINE"]
-        if given:
-            raise UserError(f"--resume continues a set with its own settings; give no other option with it "
-                            f"(got --{given[0].replace('_', '-')})")
-        result_set, env = store.NetworkSet.open(resume, "hebbbench reproduce --resume")
-        params = dict(env["params"])
-        params["impls"] = [(impl, options) for impl, options in params["impls"]]
-        earlier = result_set.frames()
-        sets = [(params.pop("device"), result_set, earlier, env["started_at"])]
-    else:
-        variants = [(spec.name, spec.kwargs) for spec in (parse_spec(item, "impl", "--impls") for item in split(impls))]
-        if batches < 1:
-            raise UserError(f"--batches must be >= 1, got {batches}")
-        params = {"networks": split(networks), "rules": split(rules), "impls": variants, "batches": batches,
-                  "data_root": str(data_root) if data_root else None, "workers": workers, "seed": seed,
-                  "max_naive_seconds": max_naive_seconds, "time_budget": time_budget or None}
-        all_devices = resolve_devices(split(devices))
-        sets = []
-        for device in all_devices:  # every set created (or refused) before anything is measured
-            started = datetime.now(timezone.utc)
-            name = device.replace(":", "") if device == "cpu" else \
-                torch.cuda.get_device_name(device).lower().replace("nvidia", "").strip().split()[-1]
-            run_id = f"reproduce-{'+'.join(params['networks'])}-{name}-{started.strftime('%Y%m%d-%H%M%S')}"
-            folder = out if out is not None and len(all_devices) == 1 else (out or Path("results")) / run_id
-            columns = {"samples": SAMPLE_COLUMNS, "layers": LAYER_COLUMNS, "steps": STEP_COLUMNS}
-            created = store.NetworkSet.create(folder, columns, published_claims(), {
-                "started_at": started.isoformat(timespec="seconds"), "params": {**params, "device": device},
-                "env": environment.collect(seed, sys.argv)})
-            sets.append((device, created, None, created.path))
-    for device, result_set, earlier, _ in sets:
-        with err_console.status(f"reproduce on {device}") as status:
-            try:
-                result = run_reproduce(**params, device=device, sink=result_set.append, earlier=earlier,
-                                       progress=lambda event: status.update(str(event)))
-            except (ValueError, UserError) as exc:  # refused before measuring: no set left behind
-                for _, created, before, _ in sets:
-                    if before is None and not created.done():
-                        created.discard()
-                if result_set.path.exists():
-                    result_set.finish("failed", finished_at=now())
-                raise UserError(str(exc)) from None
-            except BaseException:
-                result_set.finish("interrupted", finished_at=now())
-                raise
-        result_set.finish(finished_at=now(), meta=result.meta)
-        path = result_set.path
+    config = api.ReproduceConfig(
+        networks=split(networks), rules=split(rules), impls=split(impls), devices=split(devices), batches=batches,
+        data_root=None if data_root is None else str(data_root), workers=workers,
+        max_naive_seconds=max_naive_seconds, time_budget=time_budget, seed=seed)
+    with err_console.status("reproduce") as status:
+        paths = api.reproduce(None if resume is not None and config == api.ReproduceConfig() else config, out=out,
+                              resume=resume, argv=sys.argv,
+                              progress=lambda device, event: status.update(f"{device}: {event}"))
+    for path in paths:
         out_console.print(f"results in {path}")
-        head = reproduction.headline_rows(result.steps)
-        for _, row in head.iterrows():
-            out_console.print(f"  {row['network']} {row['rule']}: naive(G=8) epoch {row['naive_epoch_s']:.1f} s, "
-                              f"fh epoch {row['fh_epoch_s']:.2f} s, speedup {row['speedup']:.1f}x"
-                              + (" (estimated)" if row["estimated"] else ""))
+        _, frames = reproduction.load(path)
+        for _, row in reproduction.headline_rows(frames["steps"]).iterrows():
+            out_console.print(f"  {row['network']} {row['rule']}: {reproduction.baseline_label(frames['steps'])} "
+                              f"epoch {row['naive_epoch_s']:.1f} s, fh epoch {row['fh_epoch_s']:.2f} s, "
+                              f"speedup {row['speedup']:.1f}x" + (" (estimated)" if row["estimated"] else ""))
         if report:
-            target = reproduction.build(path, out=Path("reports") / path.name)
-            out_console.print(f"report in {target}")
+            say_report([path])
 
 
 @app.command()
@@ -280,32 +213,21 @@ def scale(
     Spawns the ranks itself (gloo on the CPU, NCCL on GPUs); under torchrun (several nodes),
     run `torchrun ... -m hebbbench.distributed scale ...` instead: one rank per process.
     """
+    from hebbbench import api
     from hebbbench.suites import scale as scale_mod
-    from hebbbench.nn.parallel import under_torchrun
 
-    device_kinds = tuple(split(devices))
     config = scale_mod.ScaleConfig(
         network=network, width=width, input_size=input_size, rules=tuple(split(rules)), impls=tuple(split(impls)),
-        devices=device_kinds, world_sizes=tuple(split_ints(world_sizes, "world sizes") or ()), batch=batch,
+        devices=tuple(split(devices)), world_sizes=tuple(split_ints(world_sizes, "world sizes") or ()), batch=batch,
         scaling=scaling, steps=steps, warmup_s=warmup, reduce=reduce, seed=seed, timeout_s=timeout)
-    if batch is not None and batch < 1:
-        raise UserError(f"--batch must be >= 1, got {batch}")
-    if under_torchrun():
-        frame = scale_mod.run_torchrun(config, out, argv=sys.argv, progress=err_console.print)
-        if frame is None:  # not rank 0
-            return
-    else:
-        if not config.world_sizes:
-            config = scale_mod.with_default_world_sizes(config)
-        frame = scale_mod.run_local(config, out, argv=sys.argv,
-                                    progress=lambda text: err_console.print(text, markup=False, highlight=False))
+    frame = api.scale(config, out=out, argv=sys.argv,
+                      progress=lambda text: err_console.print(text, markup=False, highlight=False))
+    if frame is None:  # a torchrun rank other than 0
+        return
     out_console.print(scale_mod.summary_table(frame))
     out_console.print(f"results in {frame.attrs['path']}")
     if report:
-        from hebbbench.reports.scale import write_report
-
-        written = write_report(frame.attrs["path"])
-        out_console.print(f"report in {written.path} (report.md, scale.png, scale.svg)")
+        say_report([frame.attrs["path"]])
 
 
 @app.command()

@@ -23,7 +23,7 @@ from hebbbench.reports import figures as figures_mod
 from hebbbench.reports import render
 from hebbbench.reports import load as sets
 
-__all__ = ["Report", "build", "default_name"]
+__all__ = ["Report", "Written", "build", "default_name", "write"]
 
 REPORTS = Path("reports")
 MARKDOWN, HTML = "report.md", "report.html"
@@ -105,6 +105,41 @@ def build(run_dirs: list[str | Path] | str | Path, out: str | Path | None = None
     report.markdown.write_text(render.to_markdown(doc))
     report.html.write_text(render.to_html(doc))
     return report
+
+
+@dataclass
+class Written:
+    """What :func:`write` wrote, for any kind of set: the folder, its files, what to tell the user."""
+
+    path: Path
+    files: list[str]
+    warnings: list[str] = field(default_factory=list)
+    omitted: dict[str, str] = field(default_factory=dict)  # figure stem -> why it was not drawn
+
+
+def write(run_dirs: list[str | Path] | str | Path, out: str | Path | None = None) -> Written:
+    """The report of result sets, whatever their kind (read once from each env.json): grid sets
+    (``hebbbench run``) merged into one; a network or a scale set alone."""
+    from hebbbench import store
+
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    kinds = {d: store.open_set(d).kind for d in run_dirs}
+    alone = [d for d, kind in kinds.items() if kind != store.Kind.GRID]
+    if alone and len(run_dirs) > 1:
+        raise UserError(f"{alone[0]} is a {kinds[alone[0]]} result set: its report is built from it alone "
+                        "(only grid sets of hebbbench run merge); give it on its own")
+    if alone and kinds[alone[0]] == store.Kind.SCALE:
+        from hebbbench.reports.scale import write_report
+
+        written = write_report(alone[0], out=out)
+        return Written(written.path, [p.name for p in (written.markdown, written.png, written.svg) if p])
+    if alone:
+        from hebbbench.reports import reproduction
+
+        target = reproduction.build(alone[0], out=out)
+        return Written(target, ["report.md", "report.html"])
+    report = build(run_dirs, out=out)
+    return Written(report.path, [MARKDOWN, HTML, f"{len(report.figures)} figures"], report.warnings, report.omitted)
 
 
 def _check_target(path: Path) -> None:
