@@ -126,9 +126,10 @@ def test_report_refuses_a_network_or_scale_set_among_others(copied, tmp_path, mo
 
 # -- run --resume: grid sets only --------------------------------------------------------------
 @pytest.mark.parametrize("source", [COMMITTED["grid"], RESULTS / "scaling-cpu-20261130-034527"],
-                         ids=["settings", "older-settings-and-options-tables"])
+                         ids=["no-options", "options-tables"])
 def test_resume_of_a_finished_grid_set_runs_nothing_and_keeps_its_rows(tmp_path, monkeypatch, capsys, source):
-    """Also a set recorded before the settings were one object (its options as [options] tables)."""
+    """Sets recorded before the settings were one object (RunConfig), one with its options as [options]
+    tables (tests/test_run.py resumes a set with today's settings)."""
     folder = Path(shutil.copytree(source, tmp_path / source.name))
     before = (folder / "results.csv").read_text()
     code, out, err = run_cli(monkeypatch, capsys, "run", "--resume", str(folder), "--no-report", "--no-progress")
