@@ -81,3 +81,25 @@ def test_a_failure_while_timing_fails_every_variant_but_the_kept_one_is_timed_al
     outcomes, extra = run_variants(make, "cpu", QUICK)  # nothing kept: every variant failed, no timings
     assert {o.status for o in outcomes.values()} == {Status.OOM} and extra == {}
     assert all(math.isnan(o.error) for o in outcomes.values())
+
+
+def test_a_step_run_together_is_timed_from_the_reset_state_after_a_barrier():
+    """time_together (hebbbench scale's ranks): the order of events around every sample."""
+    events = []
+
+    class Group:
+        def barrier(self):
+            events.append("barrier")
+
+        def all_agree(self, flag):
+            events.append("agree")
+            return flag
+
+        def sync(self):
+            events.append("sync")
+
+    step = Prepared(call=lambda: events.append("call"), reset=lambda: events.append("reset"), delta=None)
+    samples, warmup = variants.time_together(step, Group(), 2, 0.0, start=lambda: events.append("start"),
+                                             after=lambda: [7.0])
+    assert warmup == 1 and len(samples) == 2 and all(s[1] == 7.0 and s[0] >= 0 for s in samples)
+    assert events == ["reset", "call", "agree"] + ["reset", "barrier", "start", "call", "sync"] * 2

@@ -22,6 +22,12 @@ same for every suite (:func:`run_variants`):
    while timing fails them all (``oom`` or ``error``), except that ``keep`` (a label: the
    reference a suite must time) is then timed alone.
 
+A step that several processes run together (data-parallel training, ``hebbbench scale``) is
+timed by :func:`time_together` instead of the interleaved timer, on the same Prepared closures:
+warm-up by time until every rank agrees it is over, then each sample from the reset state, all
+ranks starting together (a barrier outside the timing), the device synchronised before the
+clock is read.
+
 Rows come from the outcomes through :meth:`Timing.columns` and
 :func:`hebbbench.measure.timing.speedup_columns`, the same in every kind of result set.
 """
@@ -29,8 +35,10 @@ Rows come from the outcomes through :meth:`Timing.columns` and
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from torch import Tensor
 
@@ -155,6 +163,46 @@ def run_variants(prepare: Mapping[str, Callable[[], Prepared]], device: str, pol
         if prepared is not None:
             timed[label] = prepared
     return outcomes, time_checked(timed, outcomes, device, policy, extra, keep)
+
+
+class Group(Protocol):
+    """What timing a step that several ranks run together needs of their process group
+    (:class:`hebbbench.nn.parallel.Comm` has it)."""
+
+    def barrier(self) -> None:
+        """Return when every rank has arrived."""
+
+    def all_agree(self, flag: bool) -> bool:
+        """True when ``flag`` is true on every rank."""
+
+    def sync(self) -> None:
+        """Wait for this rank's device."""
+
+
+def time_together(prepared: Prepared, group: Group, samples: int, warmup_s: float,
+                  start: Callable[[], object] = lambda: None,
+                  after: Callable[[], list[float]] = lambda: []) -> tuple[list[list[float]], int]:
+    """Time a step every rank of ``group`` runs together: this rank's ``[seconds, *after()]`` per
+    sample, and how many warm-up calls ran. ``start`` runs after the barrier, just before the clock
+    (e.g. zeroing communication counters); ``after`` reads what else a sample measured."""
+    reset = prepared.reset or (lambda: None)
+    t0, warmup = time.perf_counter(), 0
+    while True:  # warm-up by time: every rank calls until all agree it is over (at least once)
+        reset()
+        prepared.call()
+        warmup += 1
+        if group.all_agree(time.perf_counter() - t0 >= warmup_s):
+            break
+    out = []
+    for _ in range(samples):
+        reset()  # every sample from the same state
+        group.barrier()  # start together, the device idle; not timed
+        start()
+        t = time.perf_counter()
+        prepared.call()
+        group.sync()
+        out.append([time.perf_counter() - t, *after()])
+    return out, warmup
 
 
 @dataclass

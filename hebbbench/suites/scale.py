@@ -14,7 +14,9 @@ per step, batch norm synchronised), and each (rule, impl) is timed:
   (more images per step; not the paper's training, so no weights to compare).
 
 Per step, all ranks start together (a barrier outside the timing), the device is
-synchronised before the clock is read, and the step's time is the slowest rank's. After
+synchronised before the clock is read, and the step's time is the slowest rank's: each
+(rule, impl) is a :class:`hebbbench.measure.variants.Prepared` step timed by the runner's
+:func:`hebbbench.measure.variants.time_together`, its rows built as every suite's are. After
 warm-up (by time; the ranks agree when it is over) ``steps`` steps are timed on fixed
 batches. Before every step, outside the timing, the weights go back to their starting
 values (as the harness resets them before every sample): every step does the same work at
@@ -50,6 +52,7 @@ bootstrap interval of :func:`hebbbench.measure.timing.speedup`, the baseline bei
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -78,6 +81,7 @@ from hebbbench.nn.networks import NETWORKS, NetworkSpec, build_network, layer_sh
 from hebbbench.nn.training import load_weights, weights
 from hebbbench.rules.specs import parse_spec
 from hebbbench.measure.timing import Timing, speedup_columns
+from hebbbench.measure.variants import Prepared, time_together
 from hebbbench.suites.grid import Variant
 
 KIND = store.Kind.SCALE
@@ -250,25 +254,12 @@ def _time_case(comm: Comm, config: ScaleConfig, device: str, rule: str, impl: st
     net = build_network(config.spec(), rule, variant.name, device=device, seed=config.seed, **variant.kwargs)
     dp = DataParallel(net, comm, reduce=config.reduce)
     start = weights(net)
-    # warm-up by time: every rank steps until all agree that warmup_s has passed (at least one step)
-    t0, warmup_steps = time.perf_counter(), 0
-    while True:
-        load_weights(net, start)
-        dp.step(mine[warmup_steps % len(mine)])
-        warmup_steps += 1
-        if comm.all_agree(time.perf_counter() - t0 >= config.warmup_s):
-            break
-    samples = torch.zeros(config.steps, 3, dtype=torch.float64)  # step, update comm, batchnorm comm
-    for k in range(config.steps):
-        load_weights(net, start)  # every step starts from the same weights, at every world size
-        comm.barrier()  # start together, the device idle; not timed
-        comm.reset()
-        t = time.perf_counter()
-        dp.step(mine[k % len(mine)])
-        comm.sync()
-        samples[k, 0] = time.perf_counter() - t
-        samples[k, 1] = comm.seconds("update")
-        samples[k, 2] = comm.seconds("batchnorm")
+    batches = itertools.cycle(mine)
+    step = Prepared(call=lambda: dp.step(next(batches)), reset=lambda: load_weights(net, start), delta=None)
+    # every step from the same weights, at every world size; per step: its time, update and batch-norm comm
+    timed, warmup_steps = time_together(step, comm, config.steps, config.warmup_s, start=comm.reset,
+                                        after=lambda: [comm.seconds("update"), comm.seconds("batchnorm")])
+    samples = torch.tensor(timed, dtype=torch.float64)  # (steps, 3)
     traffic = {"calls": comm.calls(), "bytes": comm.bytes(), "update_bytes": comm.bytes("update")}
     in_sync = dp.weights_identical()
     per_rank = torch.stack(comm.gather(samples))  # (w, steps, 3)
