@@ -208,7 +208,7 @@ def dry_run(grid: Grid, memory_budget: str | float | None = None) -> pd.DataFram
     budget = parse_bytes(memory_budget)
     lines = []
     for case in grid.expand(resolve=dev.resolve_devices):
-        limit = budget if budget is not None else 0.8 * dev.total_memory(case.device)
+        limit = budget if budget is not None else dev.budget_memory(case.device)
         for v in case.variants:
             cost = predict(case, v)
             lines.append({"case_id": case.case_id, "label": v.label, "n": case.n, "m": case.layer.m,

@@ -160,7 +160,7 @@ def check(target: Target) -> None:
         raise UserError(f"{target.rule}/{target.impl} runs on {', '.join(cls.device_types)} only, "
                         f"not on {target.device}")
     case = target.case()
-    need, have = predict(case, case.variants[0]).memory, 0.8 * dev.total_memory(target.device)
+    need, have = predict(case, case.variants[0]).memory, dev.budget_memory(target.device)
     if need > have:
         raise UserError(f"predicted memory {need / 2**30:.2f} GiB exceeds 80 % of {target.device}'s memory "
                         f"({have / 2**30:.2f} GiB); profile a smaller batch or layer")

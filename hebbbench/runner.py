@@ -71,7 +71,7 @@ def import_plugins(modules: tuple[str, ...] | list[str]) -> None:
 
 
 def budget_for(device: str, settings: Settings) -> float:
-    return settings.memory_budget if settings.memory_budget is not None else 0.8 * dev.total_memory(device)
+    return settings.memory_budget if settings.memory_budget is not None else dev.budget_memory(device)
 
 
 # -- one case ----------------------------------------------------------------------------

@@ -51,3 +51,11 @@ def test_roofline_is_the_slower_of_compute_and_traffic_plus_overhead():
     naive = rules.get("hpca", "naive", group_size=8)
     assert roofline_seconds(naive, n, m, d, 4, ceilings) == pytest.approx(
         max(naive.flops(n, m, d), naive.bytes_moved(n, m, d, 4)) / 1e9 + naive.overhead_seconds(n, m, d))
+
+
+def test_total_memory_is_the_machines_and_available_memory_what_is_free_now():
+    from hebbbench.measure import devices
+
+    total, free = devices.total_memory("cpu"), devices.available_memory("cpu")
+    assert 0 < free <= total
+    assert devices.budget_memory("cpu") == pytest.approx(0.8 * devices.available_memory("cpu"), rel=0.05)

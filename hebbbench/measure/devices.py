@@ -75,21 +75,32 @@ def available_memory(device: str) -> float:
     d = torch.device(device)
     if d.type == "cuda":
         return float(torch.cuda.mem_get_info(d)[0])
-    return float(total_memory(device))
+    return float(_meminfo("MemAvailable") or total_memory(device))
 
 
 def total_memory(device: str) -> int:
-    """Bytes of memory on the device (CUDA) or available to the process (CPU)."""
+    """Bytes of memory on the device: the GPU's, or the machine's RAM (MemTotal)."""
     d = torch.device(device)
     if d.type == "cuda":
         return torch.cuda.get_device_properties(d).total_memory
+    return _meminfo("MemTotal") or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def budget_memory(device: str) -> float:
+    """What one case may be predicted to use by default: 80 % of a GPU's memory, or of the RAM
+    available now on the CPU (shared with everything else the machine runs)."""
+    return 0.8 * (total_memory(device) if torch.device(device).type == "cuda" else available_memory(device))
+
+
+def _meminfo(field: str) -> int | None:
+    """A /proc/meminfo field in bytes (None where there is none)."""
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
 
 
 def memory_method(device: str) -> str:
