@@ -18,7 +18,7 @@ from conftest import run_cli
 import hebbbench
 from hebbbench import rules
 from hebbbench.errors import UserError
-from hebbbench.reports import figures, load
+from hebbbench.reports import build, figures, load
 from hebbbench.measure.units import format_seconds
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"
@@ -213,3 +213,17 @@ def test_layer_keys_prefix_every_layer_once_a_name_is_ambiguous():
     assert list(load.layer_keys(frame)) == ["6layer/conv1", "6layer/fc5", "10layer/conv1", "10layer/fc9"]
     frame = frame[frame["sweep"] == "6layer"]
     assert list(load.layer_keys(frame)) == ["conv1", "fc5"]  # unambiguous: the names alone
+
+
+def test_a_committed_report_rebuilds_from_its_committed_set(tmp_path, monkeypatch):
+    """results/ and reports/ agree: the quick set's report, rebuilt by today's code from the set as
+    committed (migrated to the store's kinds), says the same, the regenerating command aside."""
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)  # the report names the set's folder as given, relative to the repository
+    name = "quick-cpu-20261130-024437"
+    rebuilt = build([Path("results") / name], out=tmp_path / name)
+
+    def text(path: Path) -> list[str]:
+        return [line for line in path.read_text().splitlines() if "hebbbench report" not in line]
+
+    assert text(rebuilt.markdown) == text(root / "reports" / name / "report.md")
