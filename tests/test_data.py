@@ -73,6 +73,38 @@ def test_malformed_or_incomplete_cifar_is_a_user_error(tmp_path):
         open_dataset("cifar10", tmp_path, 32)
 
 
+class _RunsAShellCommand:
+    """What a crafted data_batch_1 can hold: unpickling it calls os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_cifar_batch_is_read_without_running_code_from_it(tmp_path, protocol):
+    """A pickle names the functions it calls: only numpy's array reconstruction is let through, so
+    real batches (protocol 2, as torchvision's) and ours load, and a hostile one is malformed and never runs."""
+    write_fake_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    entry = {"data": np.arange(2 * 3072).reshape(2, 3072).astype(np.uint8) % 251, "labels": [1, 2],
+             "batch_label": "training batch 1 of 5", "filenames": [b"a.png", b"b.png"]}
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump(entry, f, protocol=protocol)
+    assert len(open_dataset("cifar10", tmp_path, 32)) == 2 + 4 * 4
+    marker = tmp_path / "ran"
+    with open(folder / "data_batch_2", "wb") as f:
+        pickle.dump({"data": _RunsAShellCommand(marker)}, f, protocol=protocol)
+    with pytest.raises(UserError, match=r"malformed: .*data_batch_2 is not a CIFAR batch.*refusing to load "
+                                        r"(posix|os|nt)\.system"):
+        open_dataset("cifar10", tmp_path, 32)
+    assert not marker.exists()
+
+
 def test_fake_tiny_imagenet_folder_loads_resized(tmp_path):
     write_fake_image_folder(tmp_path / "tiny-imagenet-200" / "train")
     batches = load_batches("tinyimagenet", 4, 32, 2, data_root=tmp_path, workers=0)

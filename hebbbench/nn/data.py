@@ -76,11 +76,32 @@ class Batches:
         return float(np.median(self.load_seconds)) if self.load_seconds else float("nan")
 
 
+#: what a CIFAR batch may name when unpickled: numpy's array reconstruction, nothing else (dicts, lists,
+#: bytes, strings and numbers need no name). A pickle is a program: anything else could run code.
+CIFAR_GLOBALS = frozenset({
+    (module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")
+} | {(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")}
+  | {("numpy", "ndarray"), ("numpy", "dtype"),
+     ("_codecs", "encode")})  # how Python 3 writes bytes in a protocol-2 pickle (as torch's weights-only loader allows)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """The restricted unpickler of the Python docs ("Restricting Globals"): arrays, lists, dicts, bytes, numbers."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR batch holds only arrays, "
+                                         "lists, dicts, bytes and numbers")
+        return super().find_class(module, name)
+
+
 class CifarPickles(Dataset):
     """CIFAR-10/100 training images from torchvision's on-disk format (the original python pickles).
 
     Each file holds a dict with ``data`` (n, 3072) uint8, rows in channel-major order.
-    The files are checked for presence and shape, not against torchvision's MD5 sums.
+    The files are checked for presence and shape, not against torchvision's MD5 sums, and read
+    by a restricted unpickler (:data:`CIFAR_GLOBALS`): a file that names anything else is refused
+    as malformed before any of it runs.
     """
 
     def __init__(self, info: DatasetInfo, root: Path, image_size: int = 32) -> None:
@@ -94,7 +115,7 @@ class CifarPickles(Dataset):
             path = folder / name
             try:
                 with open(path, "rb") as f:
-                    entry = pickle.load(f, encoding="latin1")
+                    entry = _CifarUnpickler(f, encoding="latin1").load()  # never runs code from the file
                 data = np.asarray(entry["data"], dtype=np.uint8)
                 arrays.append(data.reshape(-1, 3, 32, 32))  # (n, 3, 32, 32)
             except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as err:
