@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from hebbbench.errors import UserError
@@ -88,11 +89,12 @@ def run(
     if dry_run:
         grid = run_config.grid()
         frame = api.dry_run(grid, memory_budget)
-        table = Table(title=f"{grid.name}: {frame['case_id'].nunique()} cases, {len(frame)} timed variants (dry run)")
+        table = Table(title=escape(f"{grid.name}: {frame['case_id'].nunique()} cases, {len(frame)} timed variants "
+                                   "(dry run)"))
         for column in frame.columns:
             table.add_column(column)
         for _, line in frame.iterrows():
-            table.add_row(*(str(v) for v in line))
+            table.add_row(*(escape(str(v)) for v in line))
         out_console.print(table)
         return
     frame = api.run(run_config, out=out, resume=resume, progress=progress, console=err_console, argv=sys.argv)
@@ -340,21 +342,21 @@ def list_things() -> None:
     presets.add_column("preset")
     presets.add_column("description")
     for name in preset_names():
-        presets.add_row(name, load_grid(name).description)
+        presets.add_row(escape(name), escape(load_grid(name).description))
     out_console.print(presets)
     impls = Table(title="rules and implementations")
     for column in ("rule", "impl", "devices", "options", "summary"):
         impls.add_column(column)
     for rule, impl in rules_mod.available():
         cls = rules_mod.lookup(rule, impl)
-        impls.add_row(rule, impl, ",".join(cls.device_types),
-                      ", ".join(f"{k}={v}" for k, v in cls.default_options().items()), cls.summary)
+        impls.add_row(*map(escape, (rule, impl, ",".join(cls.device_types),
+                                    ", ".join(f"{k}={v}" for k, v in cls.default_options().items()), cls.summary)))
     out_console.print(impls)
     seen = Table(title="devices seen")
     seen.add_column("device")
     seen.add_column("name")
     for device in ["cpu", *(f"cuda:{i}" for i in range(cuda_count()))]:
-        seen.add_row(device, device_name(device))
+        seen.add_row(device, escape(device_name(device)))
     out_console.print(seen)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html.parser as html_parser
 import json
 import re
 import shlex
@@ -121,7 +122,7 @@ def test_failed_statuses_are_shown_with_reasons_never_as_numbers(tiny):
 def test_html_is_self_contained(tiny):
     _, _, report = tiny
     html = report.html.read_text()
-    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="[^"]*"', html)
     assert len(images) == len(report.figures)
     assert base64.b64decode(images[0]) == report.figures[0].png.read_bytes()
     assert not re.search(r'src="(?!data:)', html)
@@ -227,3 +228,65 @@ def test_a_committed_report_rebuilds_from_its_committed_set(tmp_path, monkeypatc
         return [line for line in path.read_text().splitlines() if "hebbbench report" not in line]
 
     assert text(rebuilt.markdown) == text(root / "reports" / name / "report.md")
+
+
+HOSTILE = {
+    "label": '<script>alert("label")</script>',
+    "reason": "[click me](javascript:alert('reason')) <img src=x onerror=alert(1)>",
+    "layer": "x\" onmouseover=\"alert(1) [/bold] *not emphasis* `tick",
+}
+
+
+class _Parsed(html_parser.HTMLParser):
+    """Every tag and attribute of a page, and its text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags, self.attrs, self.text = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.attrs += [(tag, name, value or "") for name, value in attrs]
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_a_report_of_hostile_names_holds_no_executable_markup(tiny, tmp_path):
+    """Labels, reasons and layer names from a shared results.csv are text in report.html: no script,
+    no event attribute, no link but http(s), relative ones and the embedded figures."""
+    run_dir, _, _ = tiny
+    hostile = Path(shutil.copytree(run_dir, tmp_path / "hostile"))
+    frame = pd.read_csv(hostile / "results.csv", keep_default_na=False, na_values=[""])
+    frame.loc[frame["impl"] == "report-wrong", "label"] = HOSTILE["label"]
+    frame.loc[frame["status"] != "ok", "reason"] = HOSTILE["reason"]
+    frame["layer"] = frame["layer"] + HOSTILE["layer"]
+    frame.to_csv(hostile / "results.csv", index=False)
+    report = build([hostile], out=tmp_path / "report")
+    page = _Parsed()
+    page.feed(report.html.read_text())
+    assert "script" not in page.tags and "iframe" not in page.tags
+    assert not [a for a in page.attrs if a[1].startswith("on")]
+    links = [value for tag, name, value in page.attrs if name in ("href", "src")]
+    assert links and all(not v.lower().startswith(("javascript:", "vbscript:", "data:text")) for v in links)
+    assert all(v.startswith("data:image/png;base64,") for tag, name, v in page.attrs if (tag, name) == ("img", "src"))
+    shown = "".join(page.text)
+    assert HOSTILE["label"] in shown and "[click me](javascript:alert('reason'))" in shown
+    assert "*not emphasis*" in shown and "x\" onmouseover=\"alert(1) [/bold]" in shown
+
+
+def test_the_terminal_summary_shows_names_as_text_not_rich_markup(tiny):
+    """A layer named "[/bold]" ended the run in a MarkupError after all was measured; now it is printed."""
+    import io
+
+    from rich.console import Console
+
+    from hebbbench.reports.summary import summary_tables
+
+    _, frame, _ = tiny
+    hostile = frame.assign(layer=frame["layer"] + "[/bold][red]x")
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    for table in summary_tables(hostile, title="[/bold] run"):
+        console.print(table)
+    assert "[/bold][red]x" in out.getvalue() and "[/bold] run" in out.getvalue()

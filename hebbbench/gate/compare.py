@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 from scipy import stats
 
@@ -292,7 +293,7 @@ def table(c: Comparison) -> Table:
         shared, columns, rows = [*shared, labels[0]], columns[:2] + columns[3:], [r[:2] + r[3:] for r in rows]
     notes = [f"{case}: {v.note}" for v, case in zip(c.verdicts, cases) if v.note]
     caption = "\n".join([method(c) + (f"; every case: {' · '.join(shared)}" if shared else ""), *notes])
-    t = Table(title=f"hebbbench compare: {headline(c)}", caption=caption, box=box.SIMPLE_HEAD,
+    t = Table(title=escape(f"hebbbench compare: {headline(c)}"), caption=escape(caption), box=box.SIMPLE_HEAD,
               show_edge=False, padding=(0, 1, 0, 0))
     for i, column in enumerate(columns):
         width = max([len(column)] + [len(row[i]) for row in rows])
@@ -302,7 +303,7 @@ def table(c: Comparison) -> Table:
             t.add_column(column, justify="right" if column in NUMERIC else "left", no_wrap=True, min_width=width)
     for row in rows:
         style = COLOURS[row[0]]
-        t.add_row(*([f"[{style}]{row[0]}[/]"] if style else [row[0]]), *row[1:])
+        t.add_row(*([f"[{style}]{row[0]}[/]"] if style else [row[0]]), *map(escape, row[1:]))  # data: text
     return t
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from hebbbench.errors import UserError
+from hebbbench.reports.markup import text
 from hebbbench.suites.grid import Variant
 from hebbbench.store import ResultSet
 
@@ -97,10 +98,10 @@ class Data:
     def title(self, origin: str, dtype: str) -> str:
         """Device name, device, dtype and torch version of a panel (and the run id when several)."""
         part = self.frame[(self.frame["origin"] == origin) & (self.frame["dtype"] == dtype)].iloc[0]
-        text = f"{short_device_name(part['device_name'])} ({part['device']}), {dtype}, torch {part['torch']}"
+        title = f"{short_device_name(part['device_name'])} ({part['device']}), {dtype}, torch {part['torch']}"
         if self.frame["run_id"].nunique() > 1:
-            text += f"\n{part['run_id']}"
-        return text
+            title += f"\n{part['run_id']}"
+        return title
 
     def ceiling(self, origin: str, dtype: str) -> dict[str, Any] | None:
         part = self.frame[self.frame["origin"] == origin].iloc[0]
@@ -159,12 +160,12 @@ def load(paths: list[str | Path]) -> Data:
     data.notes.extend(shard_warnings)
     grids = {s.grid_name for s in sources}
     if len(sources) > 1 and len({_grid_signature(s.env) for s in sources}) > 1:
-        data.notes.append(f"The result sets come from different grids ({', '.join(sorted(grids))}): "
+        data.notes.append(f"The result sets come from different grids ({', '.join(map(text, sorted(grids)))}): "
                           "their cases are shown side by side by device and run; a layer or batch size "
                           "missing from one of them is simply absent from its panels.")
     unfinished = [s.run_id for s in sources if s.env.get("status") != "complete"]
     if unfinished:
-        data.notes.append(f"Not complete ({', '.join(unfinished)}): the run was interrupted or is still "
+        data.notes.append(f"Not complete ({', '.join(map(text, unfinished))}): the run was interrupted or is still "
                           "running; only its finished cases are shown (continue it with "
                           "`hebbbench run --resume DIR`).")
     return data
@@ -215,7 +216,8 @@ def merge_shards(sources: list[Source]) -> tuple[list[str], list[str]]:
             machines.setdefault(device, set()).add(name)
     for device, names_seen in machines.items():
         if len(names_seen) > 1:
-            notes.append(f"The shards ran on different {device} models ({', '.join(sorted(names_seen))}); their "
+            seen = ", ".join(map(text, sorted(names_seen)))
+            notes.append(f"The shards ran on different {text(device)} models ({seen}); their "
                          "times share one panel but are not comparable across them.")
     missing = [i for i in range(1, count + 1) if i not in by_index]
     warnings = []

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from hebbbench.reports.load import Data, short_device_name
+from hebbbench.reports.markup import code, text
 from hebbbench.measure.units import format_seconds
 from hebbbench.measure.timing import NOISY_REL_IQR
 
@@ -81,11 +82,11 @@ def speedup_cell(row: pd.Series, baseline_status: str | None = None) -> str:
     if pd.isna(row["speedup"]):
         if not row["baseline"]:
             return f"{DASH} (no baseline)"
-        return f"{DASH} ({row['baseline']} {baseline_status or 'absent'})"
-    text = times(row["speedup"])
+        return f"{DASH} ({text(row['baseline'])} {text(baseline_status or 'absent')})"
+    cell = times(row["speedup"])
     if pd.notna(row["speedup_lo"]) and pd.notna(row["speedup_hi"]):
-        text += f" [{row['speedup_lo']:.3g}, {row['speedup_hi']:.3g}]"
-    return text
+        cell += f" [{row['speedup_lo']:.3g}, {row['speedup_hi']:.3g}]"
+    return cell
 
 
 def median_cell(row: pd.Series) -> str:
@@ -103,15 +104,17 @@ def status_cell(row: pd.Series) -> str:
     if row["status"] == "ok":
         return "ok"
     reason = row["reason"] or "no reason recorded"
-    return f"**{row['status']}**: {reason}"
+    return f"**{text(row['status'])}**: {text(reason)}"
 
 
 def error_cell(row: pd.Series) -> str:
     return f"{row['error']:.1e}" if pd.notna(row.get("error")) else DASH
 
 
-def md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def md_escape(cell: str) -> str:
+    """A table cell's text on one line, its column separators escaped (the cell may hold markup)."""
+    return str(cell).replace("|", "\\|").replace("\n", " ")
+
 
 
 # -- sections -----------------------------------------------------------------------------
@@ -119,9 +122,10 @@ def summary_blocks(data: Data) -> list[Any]:
     frame = data.frame
     counts = frame["status"].value_counts()
     status_text = ", ".join(f"{counts[s]} {s}" for s in ("ok", "wrong", "oom", "skipped", "error") if s in counts)
-    runs = ", ".join(f"`{s.run_id}` (grid {s.grid_name}, {s.env.get('status', '?')})" for s in data.sources)
-    devices = ", ".join(dict.fromkeys(f"{short_device_name(n)} ({d})" for d, n in zip(frame["device"],
-                                                                                       frame["device_name"])))
+    runs = ", ".join(f"{code(s.run_id)} (grid {text(s.grid_name)}, {text(s.env.get('status', '?'))})"
+                     for s in data.sources)
+    devices = ", ".join(dict.fromkeys(f"{text(short_device_name(n))} ({text(d)})" for d, n in zip(frame["device"],
+                                                                                                   frame["device_name"])))
     blocks: list[Any] = [Paragraph(f"Result set{'s' if len(data.sources) > 1 else ''}: {runs}. Devices: {devices}. "
                                    f"{frame['case_id'].nunique()} cases, {len(frame)} timed variants: {status_text}.")]
     blocks += [Paragraph(note) for note in data.notes]
@@ -129,7 +133,8 @@ def summary_blocks(data: Data) -> list[Any]:
     fh = frame[(frame["impl"] == "fh") & (frame["label"] != frame["baseline"])]
     for (origin, dtype, rule, what), part in fh.groupby(["origin", "dtype", "rule", "what"], sort=False):
         with_speedup = part[part["speedup"].notna() & (part["speedup"] > 0)]
-        base = ", ".join(sorted(set(part["baseline"]) - {""})) or DASH
+        base = ", ".join(map(text, sorted(set(part["baseline"]) - {""}))) or DASH
+        origin, dtype, rule, what = map(text, (origin, dtype, rule, what))
         if with_speedup.empty:
             lines.append([origin, dtype, rule, what, base, DASH, DASH, DASH, f"0 of {len(part)}"])
             continue
@@ -137,8 +142,8 @@ def summary_blocks(data: Data) -> list[Any]:
         hi = with_speedup.loc[with_speedup["speedup"].idxmax()]
         geo = math.exp(float(pd.Series(with_speedup["speedup"]).map(math.log).mean()))
         lines.append([origin, dtype, rule, what, base, times(geo),
-                      f"{times(lo['speedup'])} ({lo['layer_key']}, B={lo['batch']})",
-                      f"{times(hi['speedup'])} ({hi['layer_key']}, B={hi['batch']})",
+                      f"{times(lo['speedup'])} ({text(lo['layer_key'])}, B={lo['batch']})",
+                      f"{times(hi['speedup'])} ({text(hi['layer_key'])}, B={hi['batch']})",
                       f"{len(with_speedup)} of {len(part)}"])
     if lines:
         blocks.append(Paragraph("Speedup of fh over the baseline (ratio of medians), over the cases where both "
@@ -154,7 +159,7 @@ def layer_table(data: Data) -> Table:
     for key, part in frame.groupby("layer_key", sort=False):
         first = part.iloc[0]
         ns = ", ".join(f"{n:,} (B={b})" for b, n in sorted(set(zip(part["batch"], part["n"]))))
-        rows.append([key, str(first["layer_spec"]), f"{first['m']:,}", f"{first['d']:,}", ns])
+        rows.append([text(key), text(first["layer_spec"]), f"{first['m']:,}", f"{first['d']:,}", ns])
     return Table(["layer", "spec", "M (neurons)", "D (inputs)", "N rows per update (batch)"], rows, align="llrrl")
 
 
@@ -163,9 +168,9 @@ def results_tables(data: Data) -> list[Any]:
     frame = data.frame
     for origin, dtype in data.panels():
         part = frame[(frame["origin"] == origin) & (frame["dtype"] == dtype)]
-        blocks.append(Heading(f"{data.title(origin, dtype).splitlines()[0]} — {origin}", 3))
+        blocks.append(Heading(text(f"{data.title(origin, dtype).splitlines()[0]} — {origin}"), 3))
         base_status = {r["case_id"]: r["status"] for _, r in part[part["label"] == part["baseline"]].iterrows()}
-        rows = [[r["rule"], r["layer_key"], str(r["batch"]), r["what"], r["label"], median_cell(r), iqr_cell(r),
+        rows = [[*map(text, (r["rule"], r["layer_key"], r["batch"], r["what"], r["label"])), median_cell(r), iqr_cell(r),
                  speedup_cell(r, base_status.get(r["case_id"])), status_cell(r), "noisy" if r["noisy"] else "",
                  error_cell(r)]
                 for _, r in part.iterrows()]
@@ -219,8 +224,8 @@ def environment_blocks(data: Data, argv_for_report: list[str]) -> list[Any]:
         ]
         if source.env.get("failures"):
             rows.append(["worker failures", "; ".join(map(str, source.env["failures"]))])
-        blocks.append(Heading(f"Run {source.run_id}", 3))
-        blocks.append(Table(["item", "value"], [[k, v] for k, v in rows]))
+        blocks.append(Heading(f"Run {text(source.run_id)}", 3))
+        blocks.append(Table(["item", "value"], [[k, text(v)] for k, v in rows]))
         command = env.get("command") or []
         blocks.append(Paragraph("The command that produced the data (env.json `env.command`):"))
         blocks.append(Code(_command_text(command)))
@@ -229,7 +234,7 @@ def environment_blocks(data: Data, argv_for_report: list[str]) -> list[Any]:
             blocks.append(Paragraph("Ceilings measured in this run (the reference of the throughput figure):"))
             blocks.append(Table(
                 ["device/dtype", "matrix product", "FLOP/s", "copy", "bytes/s"],
-                [[key, f"{c['matmul_size']}×{c['matmul_size']} @ {c['matmul_size']}×{c['matmul_size']}",
+                [[text(key), f"{c['matmul_size']}×{c['matmul_size']} @ {c['matmul_size']}×{c['matmul_size']}",
                   f"{c['matmul_flop_per_s'] / 1e9:.1f} G", _bytes(c["copy_bytes"]),
                   f"{c['copy_byte_per_s'] / 1e9:.2f} G"]
                  for key, c in ceilings.items()], align="llrlr"))
@@ -267,7 +272,9 @@ def glossary() -> Paragraph:
 
 
 # -- writers ------------------------------------------------------------------------------
-def to_markdown(doc: Document) -> str:
+def to_markdown(doc: Document, figure_src=None) -> str:
+    """The document as Markdown; ``figure_src(block)``, when given, is each figure's image source
+    (report.html embeds them), else the PNG beside the file with links to the PNG and SVG."""
     out = [f"# {doc.title}", ""]
     for b in doc.blocks:
         if isinstance(b, Heading):
@@ -275,7 +282,8 @@ def to_markdown(doc: Document) -> str:
         elif isinstance(b, Paragraph):
             out += [b.text, ""]
         elif isinstance(b, Code):
-            out += ["```", b.text, "```", ""]
+            fence = "`" * max(3, max((len(r) for r in re.findall(r"`+", b.text)), default=0) + 1)
+            out += [fence, b.text, fence, ""]
         elif isinstance(b, Table):
             align = b.align or "l" * len(b.columns)
             out.append("| " + " | ".join(md_escape(c) or " " for c in b.columns) + " |")
@@ -283,18 +291,12 @@ def to_markdown(doc: Document) -> str:
             out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in b.rows]
             out.append("")
         elif isinstance(b, FigureBlock):
+            if figure_src is not None:
+                out += [f"![{text(b.alt)}]({figure_src(b)})", ""]
+                continue
             links = f"[PNG]({b.png.name})" + (f" · [SVG]({b.svg.name})" if b.svg else "")
-            out += [f"![{b.alt}]({b.png.name})", "", links, ""]
+            out += [f"![{text(b.alt)}]({b.png.name})", "", links, ""]
     return "\n".join(out).rstrip() + "\n"
-
-
-def inline_html(text: str) -> str:
-    """The few inline markdown forms the report uses, as HTML."""
-    text = html.escape(text, quote=False)
-    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
-    text = re.sub(r"(?<![\w*])\*([^*]+)\*(?![\w*])", r"<em>\1</em>", text)
-    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', text)
 
 
 CSS = """
@@ -302,34 +304,39 @@ body { font-family: system-ui, sans-serif; max-width: 1400px; margin: 2em auto; 
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; vertical-align: top; }
 th { background: #f2f2f2; }
-td.r { text-align: right; white-space: nowrap; }
+td[style*="right"] { white-space: nowrap; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
 """
 
+#: the one kind of data: URL a report holds, its own figures.
+_FIGURE_DATA = "data:image/png;base64,"
+
+
+def safe_link(url: str) -> bool:
+    """Links report.html may hold: http, https, relative ones, and its embedded PNG figures."""
+    scheme = re.match(r"\s*([A-Za-z][A-Za-z0-9+.-]*):", url)
+    if scheme is None:
+        return True
+    return scheme.group(1).lower() in ("http", "https") or url.startswith(_FIGURE_DATA)
+
+
+def markdown_renderer():
+    """CommonMark with tables, raw HTML off (it shows as text) and links checked by :func:`safe_link`."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    md.validateLink = safe_link
+    return md
+
 
 def to_html(doc: Document) -> str:
-    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           f"<title>{html.escape(doc.title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
-           f"<h1>{html.escape(doc.title)}</h1>"]
-    for b in doc.blocks:
-        if isinstance(b, Heading):
-            out.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
-        elif isinstance(b, Paragraph):
-            out.append(f"<p>{inline_html(b.text)}</p>")
-        elif isinstance(b, Code):
-            out.append(f"<pre><code>{html.escape(b.text)}</code></pre>")
-        elif isinstance(b, Table):
-            align = b.align or "l" * len(b.columns)
-            out.append("<table><thead><tr>" + "".join(f"<th>{inline_html(c)}</th>" for c in b.columns)
-                       + "</tr></thead><tbody>")
-            for row in b.rows:
-                out.append("<tr>" + "".join(f'<td class="{a}">{inline_html(c)}</td>' for a, c in zip(align, row))
-                           + "</tr>")
-            out.append("</tbody></table>")
-        elif isinstance(b, FigureBlock):
-            data = base64.b64encode(b.png.read_bytes()).decode("ascii")
-            out.append(f'<figure><img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}"></figure>')
-    out += ["</body>", "</html>"]
-    return "\n".join(out) + "\n"
+    """report.html: the same Markdown as report.md, figures embedded, rendered by markdown-it-py."""
+    def embedded(block: FigureBlock) -> str:
+        return _FIGURE_DATA + base64.b64encode(block.png.read_bytes()).decode("ascii")
+
+    body = markdown_renderer().render(to_markdown(doc, figure_src=embedded))
+    return "\n".join(["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+                      f"<title>{html.escape(doc.title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
+                      body.rstrip(), "</body>", "</html>"]) + "\n"

@@ -28,6 +28,7 @@ from hebbbench.measure import environment
 from hebbbench import store
 from hebbbench.errors import UserError
 from hebbbench.reports import render
+from hebbbench.reports.markup import code, text
 from hebbbench.measure.units import format_bytes, format_seconds
 
 KIND = store.Kind.NETWORK
@@ -188,10 +189,10 @@ def _figure_speedup(head: pd.DataFrame, title: str, baseline: str):
                     color="tab:gray" if row["estimated"] else "tab:blue", capsize=4, ms=7)
         ax.annotate(f"{row['speedup']:.3g}×" + (" est." if row["estimated"] else ""), (x[i], row["speedup"]),
                     textcoords="offset points", xytext=(8, 0), va="center", fontsize=8)
-    for value, text, style in ((70, "up to 70× (Neurocomputing 2024)", "--"), (50, "up to 50× (SISAP 2022)", ":"),
-                               (20, "more than 20× (authors' code)", "-.")):
+    for value, claim, style in ((70, "up to 70× (Neurocomputing 2024)", "--"), (50, "up to 50× (SISAP 2022)", ":"),
+                                (20, "more than 20× (authors' code)", "-.")):
         ax.axhline(value, color="tab:red", ls=style, lw=1)
-        ax.text(len(head) - 0.5, value, text, color="tab:red", fontsize=7, ha="right", va="bottom")
+        ax.text(len(head) - 0.5, value, claim, color="tab:red", fontsize=7, ha="right", va="bottom")
     ax.axhline(1, color="black", lw=0.8)
     ax.set_yscale("log")
     ax.set_xticks(x, labels)
@@ -251,17 +252,17 @@ def build(path: str | Path, out: str | Path | None = None, argv: list[str] | Non
     doc = render.Document(f"hebbbench reproduce: {run_id}")
     if env.get("status") != "complete":
         doc.add(render.Paragraph(
-            f"*Not complete* (status {render.md_escape(str(env.get('status')))}): only the finished (network, rule) "
-            f"cases are shown; `hebbbench reproduce --resume {render.md_escape(str(path))}` finishes it."))
+            f"*Not complete* (status {text(env.get('status'))}): only the finished (network, rule) "
+            f"cases are shown; {code(f'hebbbench reproduce --resume {path}')} finishes it."))
     best = float(head["speedup"].max()) if len(head) else math.nan
     doc.add(render.Heading("Verdict"), render.Paragraph(
-        f"On {device}, the best whole-step speedup of fh over the original formulation ({baseline}) is "
+        f"On {text(device)}, the best whole-step speedup of fh over the original formulation ({text(baseline)}) is "
         f"**{best:.3g}×**: the paper's \"up to 70×\" is **{verdict(best)}** here."
         if math.isfinite(best) else "No fh-over-naive speedup was measured."))
     doc.add(render.Heading("Epoch time, naive against FastHebb"), render.Table(
-        ["network", "dataset", "rule", "batch", f"{baseline} epoch", "fh epoch", f"{baseline} 20 epochs",
+        ["network", "dataset", "rule", "batch", f"{text(baseline)} epoch", "fh epoch", f"{text(baseline)} 20 epochs",
          "fh 20 epochs", "speedup [95 % CI]", "peak memory naive / fh"],
-        [[r["network"], r["dataset"], r["rule"], str(r["batch"]), format_seconds(r["naive_epoch_s"]),
+        [[*map(text, (r["network"], r["dataset"], r["rule"], r["batch"])), format_seconds(r["naive_epoch_s"]),
           format_seconds(r["fh_epoch_s"]), format_seconds(r["naive_total_s"]), format_seconds(r["fh_total_s"]),
           _speedup_text(r), f"{_peak(r['naive_peak'])} / {_peak(r['fh_peak'])}"]
          for _, r in head.iterrows()], align="lllrrrrrrl"))
@@ -270,10 +271,10 @@ def build(path: str | Path, out: str | Path | None = None, argv: list[str] | Non
         doc.add(render.Paragraph(
             "**Estimated** rows: the naive step could not be timed whole (out of memory, or over the time "
             "budget on some layers); its time is composed from the layers it ran and the calibrated cost "
-            "model for the rest: " + "; ".join(f"{r['network']}/{r['rule']}: {r['naive_method']}"
+            "model for the rest: " + "; ".join(text(f"{r['network']}/{r['rule']}: {r['naive_method']}")
                                               for _, r in estimated.iterrows())))
     doc.add(render.Heading("Published claims"), render.Table(
-        ["claim", "source"], [[str(c["claim"]), str(c["source"])] for _, c in claims.iterrows()]))
+        ["claim", "source"], [[text(c["claim"]), text(c["source"])] for _, c in claims.iterrows()]))
 
     with matplotlib.rc_context({"font.size": 9, "svg.hashsalt": "hebbbench", "svg.fonttype": "none"}):
         import matplotlib.pyplot as plt
@@ -293,22 +294,22 @@ def build(path: str | Path, out: str | Path | None = None, argv: list[str] | Non
             doc.add(render.Heading(heading, 3), render.FigureBlock(stem, heading, png, svg))
 
     doc.add(render.Heading("Every variant"), render.Table(
-        ["network", "rule", "variant", "status", "step median", "IQR", "samples", f"speedup over {baseline}",
+        ["network", "rule", "variant", "status", "step median", "IQR", "samples", f"speedup over {text(baseline)}",
          "epoch", "note"],
-        [[r["network"], r["rule"], r["label"], str(r["status"]), format_seconds(r["median_s"]),
+        [[*map(text, (r["network"], r["rule"], r["label"], r["status"])), format_seconds(r["median_s"]),
           format_seconds(r["iqr_s"]), str(r["n_samples"]), _speedup_text(
               {"speedup": r["speedup"], "low": r["speedup_lo"], "high": r["speedup_hi"],
                "estimated": bool(r["estimated"])}), format_seconds(r["epoch_s"]),
-          render.md_escape(str(r["reason"]) if isinstance(r["reason"], str) else "")]
+          text(r["reason"] if isinstance(r["reason"], str) else "")]
          for _, r in steps.iterrows()]))
     doc.add(render.Heading("Per layer"), render.Table(
-        ["network", "rule", "layer", "N", "M", "D", "variant", "status", "median", f"speedup over {baseline}"],
-        [[r["network"], r["rule"], r["layer"], str(r["n"]), str(r["m"]), str(r["d"]), r["label"],
-          str(r["status"]), _layer_time_text(r),
+        ["network", "rule", "layer", "N", "M", "D", "variant", "status", "median", f"speedup over {text(baseline)}"],
+        [[*map(text, (r["network"], r["rule"], r["layer"])), str(r["n"]), str(r["m"]), str(r["d"]), text(r["label"]),
+          text(r["status"]), _layer_time_text(r),
           f"{r['speedup']:.3g}×" if math.isfinite(r["speedup"]) else render.DASH]
          for _, r in layers.iterrows()]))
     info = env.get("env", {})
-    doc.add(render.Heading("Environment"), render.Table(["item", "value"], [
+    doc.add(render.Heading("Environment"), render.Table(["item", "value"], [[item, text(value)] for item, value in [
         ["device", device], ["dtype", str(meta.get("dtype"))], ["threads", str(meta.get("threads"))],
         ["torch / Python", f"{info.get('torch')} / {info.get('python')}"],
         ["hebbbench", f"{info.get('hebbbench_version')}, commit {(info.get('git') or {}).get('commit')}"],
@@ -317,7 +318,7 @@ def build(path: str | Path, out: str | Path | None = None, argv: list[str] | Non
                     f"memory {format_bytes(meta.get('memory_budget_bytes') or 0)}"],
         ["data", "; ".join(f"{k}: {v.get('source')}" for k, v in (meta.get("data") or {}).items())],
         ["wall time", format_seconds(meta.get("wall_seconds", math.nan))],
-    ]), render.Paragraph("The command that produced the data:"), render.Code(" ".join(info.get("command") or [])),
+    ]]), render.Paragraph("The command that produced the data:"), render.Code(" ".join(info.get("command") or [])),
         render.Heading("Regenerating this report", 3),
         render.Code(" ".join(argv or ["hebbbench", "report", str(path)] + (["--out", str(out)] if out else []))))
     (target / "report.md").write_text(render.to_markdown(doc))

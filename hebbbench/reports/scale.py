@@ -22,6 +22,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from hebbbench import store
 from hebbbench.errors import UserError
 from hebbbench.reports import render
+from hebbbench.reports.markup import code, text
 from hebbbench.reports.load import short_device_name
 from hebbbench.measure.units import format_bytes, format_seconds
 
@@ -137,8 +138,8 @@ def results_table(frame: pd.DataFrame) -> render.Table:
                      f"{int(r['comm_calls_per_step'])} calls, {format_bytes(r['comm_bytes_per_step'])}",
                      _cell(r["rel_diff_vs_w1"], lambda v: f"{v:.1e}"), "yes" if r["in_sync"] else "**no**", "ok"]
         else:
-            cells = [render.DASH] * 8 + [f"**{r['status']}**: {r['reason']}"]
-        rows.append([r["device"], str(r["world_size"]), r["rule"], r["label"], str(r["global_batch"]),
+            cells = [render.DASH] * 8 + [f"**{text(r['status'])}**: {text(r['reason'])}"]
+        rows.append([text(r["device"]), str(r["world_size"]), text(r["rule"]), text(r["label"]), str(r["global_batch"]),
                      str(r["rank_batch"]), str(r["threads_per_rank"]), *cells])
     baselines = sorted({b for b in frame["baseline"] if isinstance(b, str) and b})
     return render.Table(["device", "w", "rule", "impl", "global batch", "per rank", "threads/rank",
@@ -173,23 +174,23 @@ def layers_table(env: dict) -> tuple[render.Table, str]:
     columns = ["layer", "N (rows, whole batch)", "M", "D", "all-reduced: M·D + 1 (float32)",
                "HPCA with YᵀX, YᵀY apart: M·D + M²", "batch norm: 2M + 1 (float64)"]
     labels = [(r, variant(i)[2]) for r, i in variants]
-    columns += [f"{r}/{label} GFLOP per rank, w = {' → '.join(map(str, sizes))}" for r, label in labels]
+    columns += [f"{text(r)}/{text(label)} GFLOP per rank, w = {' → '.join(map(str, sizes))}" for r, label in labels]
     rows = []
     for _, r in table.iterrows():
-        line = [r["layer"], f"{r['n']:,}", f"{r['m']:,}", f"{r['d']:,}",
+        line = [text(r["layer"]), f"{r['n']:,}", f"{r['m']:,}", f"{r['d']:,}",
                 f"{r['update_numbers']:,} ({format_bytes(r['update_bytes'])})", f"{r['separate_numbers']:,}",
                 format_bytes(r["batchnorm_bytes"])]
         line += [" → ".join(f"{r[f'{rule}/{label} w={w} gflop']:.3g}" for w in sizes) for rule, label in labels]
         rows.append(line)
     total = int(table["update_bytes"].sum())
-    text = (f"Per step every rank all-reduces {format_bytes(total)} of partial sums and "
+    summary = (f"Per step every rank all-reduces {format_bytes(total)} of partial sums and "
             f"{format_bytes(int(table['batchnorm_bytes'].sum()))} of batch statistics ({len(table)} small calls); a "
             "ring all-reduce sends and receives about 2(w−1)/w of the buffer per rank, whatever w. Strong scaling "
             "divides a rank's rows by w, not its weights: the FLOPs (registry cost model, global batch "
             f"{batch}) shrink only in the terms proportional to N; a term that does not (HPCA-fh's tril(YᵀY)W, "
             "2M²D) is done in full by every rank and bounds the speedup. Data parallelism stops paying when "
             "the compute saved per rank no longer exceeds the all-reduce time.")
-    return render.Table(columns, rows, align="lrrrrrr" + "r" * len(variants)), text
+    return render.Table(columns, rows, align="lrrrrrr" + "r" * len(variants)), summary
 
 
 def environment_table(env: dict) -> render.Table:
@@ -209,7 +210,7 @@ def environment_table(env: dict) -> render.Table:
             ["GPUs", gpus], ["threads per rank", threads], ["host", str(e.get("hostname", "?"))]]
     if env.get("failures"):
         rows.append(["failures", "; ".join(env["failures"])])
-    return render.Table(["item", "value"], rows)
+    return render.Table(["item", "value"], [[item, text(value)] for item, value in rows])
 
 
 def method_text(env: dict, frame: pd.DataFrame) -> str:
@@ -223,10 +224,11 @@ def method_text(env: dict, frame: pd.DataFrame) -> str:
     else:
         mode = ("**Weak scaling**: every rank gets the same batch, the global batch grows with w (more images "
                 "per step than the paper's training; no weights to compare).")
-    return (f"{mode} Each step: every rank trains its copy of `{config.get('network')}` on its shard, batch norm "
-            f"with the whole batch's statistics, one all-reduce of the layers' partial sums "
-            f"(`--reduce {config.get('reduce')}`). Per case: warm-up of at least {config.get('warmup_s')} s, then "
-            f"{config.get('steps')} timed steps, each from the starting weights (reset outside the timing); all "
+    return (f"{mode} Each step: every rank trains its copy of {code(config.get('network'))} on its shard, batch "
+            f"norm with the whole batch's statistics, one all-reduce of the layers' partial sums "
+            f"({code('--reduce ' + str(config.get('reduce')))}). "
+            f"Per case: warm-up of at least {text(config.get('warmup_s'))} s, then "
+            f"{text(config.get('steps'))} timed steps, each from the starting weights (reset outside the timing); all "
             "ranks start each step together, the "
             "device is synchronised before the clock is read, and a step's time is the slowest rank's. "
             "Throughput = global batch / median step time. Comm share: time inside all-reduce calls (device "
@@ -243,9 +245,10 @@ def write_report(path: str | Path, out: str | Path | None = None) -> ScaleReport
     doc = render.Document(f"hebbbench scale: {env.get('run_id')}")
     doc.add(render.Paragraph(method_text(env, frame)))
     if env.get("status") != "complete":
-        doc.add(render.Paragraph(f"*Not complete* (status {env.get('status')}): only the finished cases are shown."))
+        doc.add(render.Paragraph(f"*Not complete* (status {text(env.get('status'))}): only the finished cases are "
+                                 "shown."))
     for failure in env.get("failures") or []:
-        doc.add(render.Paragraph(f"*Failed:* {failure}"))
+        doc.add(render.Paragraph(f"*Failed:* {text(failure)}"))
     doc.add(render.Heading("Results"), results_table(frame))
     png = svg = None
     with matplotlib.rc_context(RC):
@@ -259,8 +262,8 @@ def write_report(path: str | Path, out: str | Path | None = None) -> ScaleReport
                                        png, svg))
         else:
             doc.add(render.Paragraph("*Not drawn:* no case was timed."))
-    table, text = layers_table(env)
-    doc.add(render.Heading("Communication per step against compute, per layer"), render.Paragraph(text), table)
+    table, summary = layers_table(env)
+    doc.add(render.Heading("Communication per step against compute, per layer"), render.Paragraph(summary), table)
     doc.add(render.Heading("Environment"), environment_table(env))
     command = (env.get("env") or {}).get("command") or []
     doc.add(render.Paragraph("The command that produced the data:"), render.Code(render._command_text(command)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from hebbbench.measure.units import format_bytes, format_seconds  # noqa: F401  (re-exported)
@@ -73,16 +74,16 @@ def summary_tables(frame: pd.DataFrame, title: str = "hebbbench results") -> lis
         return tables
     for (device, dtype), part in summary.groupby(["device", "dtype"], sort=False):
         part = part.drop(columns=["device", "dtype"]).loc[:, lambda f: (f != "").any()]
-        table = Table(title=f"{title} — {device}, {dtype}",
+        table = Table(title=escape(f"{title} — {device}, {dtype}"),
                       caption="x: speedup = median(baseline) / median(impl); ~ noisy (IQR/median > 10 %); "
                               "best: fh unless another implementation's IQR lies wholly below fh's; "
                               "every implementation's numbers are in results.csv",
                       box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
         for column in part.columns:
             # cells keep their whole width (a narrow terminal wraps the headers, never a number)
-            table.add_column(str(column), justify="left" if column in ("rule", "layer", "what", "best")
+            table.add_column(escape(str(column)), justify="left" if column in ("rule", "layer", "what", "best")
                              else "right", min_width=max(len(str(v)) for v in [column, *part[column]]))
         for _, line in part.iterrows():
-            table.add_row(*(str(v) for v in line))
+            table.add_row(*(escape(str(v)) for v in line))  # names from data are text, not rich markup
         tables.append(table)
     return tables

@@ -587,11 +587,12 @@ def with_default_world_sizes(config: ScaleConfig) -> ScaleConfig:
 
 def summary_table(frame: pd.DataFrame):
     """A rich table of the result set's rows, for the terminal."""
+    from rich.markup import escape
     from rich.table import Table
 
     from hebbbench.measure.units import format_seconds
 
-    table = Table(title=f"hebbbench scale: {frame.attrs.get('path', '')}")
+    table = Table(title=escape(f"hebbbench scale: {frame.attrs.get('path', '')}"))
     for column in ("device", "w", "rule", "impl", "global batch", "threads/rank", "step time", "images/s",
                    "efficiency", "comm share", "vs w=1", "status"):
         table.add_column(column)
@@ -603,6 +604,6 @@ def summary_table(frame: pd.DataFrame):
                      f"{100 * r['comm_share']:.1f} %", diff, "ok"]
         else:
             cells = ["-"] * 5 + [f"{r['status']}: {r['reason']}"]
-        table.add_row(r["device"], str(r["world_size"]), r["rule"], r["label"], str(r["global_batch"]),
-                      str(r["threads_per_rank"]), *cells)
+        table.add_row(*(escape(str(v)) for v in (r["device"], r["world_size"], r["rule"], r["label"],
+                                                  r["global_batch"], r["threads_per_rank"], *cells)))
     return table
