@@ -10,6 +10,7 @@ run's settings are one :class:`RunConfig`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,8 @@ def parse_bytes(text: str | float | int | None) -> float | None:
         value = float(number) * factor
     except ValueError:
         raise UserError(f"memory budget {text!r} is not a size such as 16GiB or 512MiB") from None
-    if value <= 0:
-        raise UserError(f"memory budget must be positive, got {text!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"memory budget must be a finite size > 0, got {text!r}")
     return value
 
 
@@ -94,8 +95,8 @@ class RunConfig:
         """What a device worker needs to run the grid's cases."""
         if self.threads is not None and self.threads < 1:
             raise UserError(f"threads must be >= 1, got {self.threads}")
-        if self.max_case_seconds <= 0:
-            raise UserError(f"max-case-seconds must be > 0, got {self.max_case_seconds}")
+        if not (math.isfinite(self.max_case_seconds) and self.max_case_seconds > 0):
+            raise UserError(f"max-case-seconds must be a finite number > 0, got {self.max_case_seconds}")
         return Settings(policy=grid.policy, seed=self.seed, threads=self.threads,
                         memory_budget=parse_bytes(self.memory_budget), max_case_seconds=self.max_case_seconds,
                         imports=self.imports, run_id=run_id, shard=parse_shard(self.shard))
@@ -241,6 +242,11 @@ class ReproduceConfig:
 
         if self.batches < 1:
             raise UserError(f"--batches must be >= 1, got {self.batches}")
+        if not (math.isfinite(self.max_naive_seconds) and self.max_naive_seconds > 0):
+            raise UserError(f"--max-naive-seconds must be a finite number > 0, got {self.max_naive_seconds}")
+        if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget >= 0):
+            raise UserError(f"--time-budget must be a finite number of seconds >= 0 (0: no limit), "
+                            f"got {self.time_budget}")
         variants = [(spec.name, spec.kwargs) for spec in (parse_spec(item, "impl", "--impls") for item in self.impls)]
         return {"networks": list(self.networks), "rules": list(self.rules), "impls": variants,
                 "batches": self.batches, "data_root": None if self.data_root is None else str(self.data_root),

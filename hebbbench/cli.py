@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -259,8 +260,8 @@ def profile(
 
     if tool not in profiling.TOOLS:
         raise UserError(f"unknown tool {tool!r}; allowed: {', '.join(profiling.TOOLS)}")
-    if repeat < 1 or seconds <= 0 or (threads is not None and threads < 1):
-        raise UserError("--repeat and --threads must be >= 1 and --seconds > 0")
+    if repeat < 1 or not (math.isfinite(seconds) and seconds > 0) or (threads is not None and threads < 1):
+        raise UserError("--repeat and --threads must be >= 1 and --seconds a finite number > 0")
     spec, preset_batch = profiling.parse_layer(layer)
     if batch is None and preset_batch is None:
         raise UserError("give --batch (the batch size) for a conv: or linear: layer")

@@ -94,8 +94,19 @@ def write_env(path: str | Path, env: dict[str, Any]) -> None:
     """Write env.json atomically (a temporary file of this process, then a rename): the one writer of every kind."""
     folder = Path(path)
     tmp = folder / f".{ENV}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(env, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(_strict(env), indent=2, default=str, allow_nan=False) + "\n")
     os.replace(tmp, folder / ENV)
+
+
+def _strict(value: Any) -> Any:
+    """``value`` as strict JSON takes it: a float that is not finite (NaN, ±inf) becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
 
 
 def open_set(path: str | Path) -> SetInfo:

@@ -126,7 +126,7 @@ def test_unfinished_uncalibrated_or_unwritable_are_errors(tiny_sets, flaky, tmp_
     code, _, err = run_compare(monkeypatch, capsys, tmp_path / "cut", tiny_sets / "ok")
     assert code == 2 and "has no calibration samples" in err
     code, _, err = run_compare(monkeypatch, capsys, tiny_sets / "ok", tiny_sets / "ok2", "--factor", "1")
-    assert code == 2 and "--factor must be > 1" in err
+    assert code == 2 and "--factor must be a finite number > 1" in err
     code, out, err = run_compare(monkeypatch, capsys, tiny_sets / "ok", tiny_sets / "ok2",
                                  "--markdown", tmp_path / "nowhere" / "compare.md")
     assert code == 2 and "cannot write --markdown" in err and out == ""  # checked before comparing

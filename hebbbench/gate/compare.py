@@ -178,12 +178,12 @@ def _listing(keys: list[tuple[str, str]], limit: int = 4) -> str:
 def compare(baseline: str | Path, new: str | Path, factor: float = FACTOR, alpha: float = ALPHA,
             floor_s: float = FLOOR_S) -> Comparison:
     """Judge every (case_id, label) of ``new`` against ``baseline``; raises UserError when they cannot be compared."""
-    if not (isinstance(factor, (int, float)) and factor > 1):
-        raise UserError(f"--factor must be > 1, got {factor}")
+    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 1):
+        raise UserError(f"--factor must be a finite number > 1, got {factor}")
     if not 0 < alpha < 1:
         raise UserError(f"--alpha must be between 0 and 1, got {alpha}")
-    if not floor_s >= 0:
-        raise UserError(f"--floor must be >= 0 seconds, got {floor_s}")
+    if not (math.isfinite(floor_s) and floor_s >= 0):
+        raise UserError(f"--floor must be a finite number of seconds >= 0, got {floor_s}")
     base_rs, base_frame, base_env = _load(Path(baseline), "baseline")
     new_rs, new_frame, new_env = _load(Path(new), "new run")
     if base_env["calibration"] != new_env["calibration"]:

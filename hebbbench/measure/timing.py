@@ -56,7 +56,8 @@ class TimingPolicy:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
-        if self.warmup_s < 0 or self.case_seconds <= 0 or self.target_rel_iqr <= 0:
+        if not (math.isfinite(self.warmup_s) and self.warmup_s >= 0 and math.isfinite(self.case_seconds)
+                and self.case_seconds > 0 and math.isfinite(self.target_rel_iqr) and self.target_rel_iqr > 0):
             raise ValueError("warmup_s >= 0, case_seconds > 0 and target_rel_iqr > 0 are required")
 
 

@@ -159,8 +159,8 @@ def scale_spec(spec: str | NetworkSpec, *, width: float = 1.0, batch_size: int |
                input_size: int | None = None) -> NetworkSpec:
     """A smaller (or larger) copy: every Hebbian layer's C_out times ``width`` (at least 1)."""
     spec = get_spec(spec)
-    if not width > 0:
-        raise ValueError(f"width must be > 0, got {width!r}")
+    if not (math.isfinite(width) and width > 0):
+        raise ValueError(f"width must be a finite number > 0, got {width!r}")
     layers = tuple(dataclasses.replace(layer, c_out=max(1, round(layer.c_out * width))) for layer in spec.layers)
     scaled = dataclasses.replace(spec, layers=layers, batch_size=batch_size or spec.batch_size,
                                  input_size=input_size or spec.input_size)

@@ -185,8 +185,10 @@ def check(config: ScaleConfig) -> None:
         raise UserError(f"unknown reduce {config.reduce!r}; allowed: {', '.join(REDUCE_MODES)}")
     if not config.world_sizes or any(w < 1 for w in config.world_sizes):
         raise UserError(f"world sizes must be integers >= 1, got {list(config.world_sizes)}")
-    if config.steps < 1 or config.warmup_s < 0 or config.timeout_s <= 0:
-        raise UserError("--steps must be >= 1, --warmup >= 0 and --timeout > 0")
+    if not (config.steps >= 1 and math.isfinite(config.warmup_s) and config.warmup_s >= 0
+            and math.isfinite(config.timeout_s) and config.timeout_s > 0):
+        raise UserError(f"--steps must be >= 1, --warmup a finite number >= 0 and --timeout a finite number > 0, "
+                        f"got {config.steps}, {config.warmup_s}, {config.timeout_s}")
     if config.base_batch() < 1:
         raise UserError(f"--batch must be >= 1, got {config.batch}")
     largest = max(config.world_sizes)
