@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hebbbench.measure import devices as dev
 from hebbbench.errors import UserError
 from hebbbench.suites.grid import Grid, load_grid, parse_shard, shard_cases, without_options_tables
+from hebbbench.store import fresh_folder
 from hebbbench.runner import Settings, default_run_id, execute, import_plugins, now, open_run, record, run_info
 
 GIB = 2**30
@@ -167,7 +168,9 @@ def run(preset: str | RunConfig | None = None, *, out: str | Path | None = None,
         settings.run_id = default_run_id(grid, used)
         if settings.shard:
             settings.run_id += f"-shard{settings.shard[0]}of{settings.shard[1]}"
-        out = Path(out) if out else Path("results") / settings.run_id
+        if out is None:  # a folder of its own, even for runs started in the same second
+            out = fresh_folder(Path("results") / settings.run_id)
+            settings.run_id = out.name
     rs = open_run(Path(out), resume is not None,
                   lambda: run_info(grid, settings, run_config.as_dict(), used, argv, len(cases), len(all_cases)))
     done = rs.done_case_ids()
@@ -195,8 +198,13 @@ def run(preset: str | RunConfig | None = None, *, out: str | Path | None = None,
             execute(todo, settings, emit, isolate)
     except KeyboardInterrupt:
         rs.update_env(status="interrupted", finished_at=now())
+        rs.close()
+        raise
+    except BaseException:
+        rs.close()
         raise
     rs.update_env(status="complete", finished_at=now())
+    rs.close()
     frame = rs.frame()
     frame.attrs["path"] = str(rs.path)
     return frame
@@ -289,7 +297,8 @@ def reproduce(config: ReproduceConfig | None = None, *, out: str | Path | None =
             name = device.replace(":", "") if device == "cpu" else \
                 torch.cuda.get_device_name(device).lower().replace("nvidia", "").strip().split()[-1]
             run_id = f"reproduce-{'+'.join(config.networks)}-{name}-{started.strftime('%Y%m%d-%H%M%S')}"
-            folder = Path(out) if out is not None and len(all_devices) == 1 else Path(out or "results") / run_id
+            folder = (Path(out) if out is not None and len(all_devices) == 1
+                      else fresh_folder(Path(out or "results") / run_id))  # same-second runs: -2, -3, ...
             try:
                 created = store.NetworkSet.create(
                     folder, {"samples": SAMPLE_COLUMNS, "layers": LAYER_COLUMNS, "steps": STEP_COLUMNS},

@@ -98,6 +98,58 @@ def write_env(path: str | Path, env: dict[str, Any]) -> None:
     os.replace(tmp, folder / ENV)
 
 
+#: the advisory lock file a set's writer holds (hidden; nothing reads it but the next writer).
+LOCK = ".lock"
+
+
+class WriterLock:
+    """The one writer of a result set: an advisory lock (``flock``) on ``<set>/.lock`` held while
+    it writes, released when it ends, however it ends (the system drops it with the process).
+    A second writer (a second ``--resume``, a run into the same ``--out``) is refused in one line
+    naming the holder's pid; the set is left as it was."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder, self.fd = Path(folder), None
+
+    def acquire(self) -> "WriterLock":
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no advisory locks, writers are not checked
+            return self
+        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"{self.folder} is being written by another hebbbench (pid {holder}); wait until it "
+                            "ends, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the lock
+            self.fd = None
+
+
+def fresh_folder(base: str | Path, tries: int = 100) -> Path:
+    """A new folder named ``base``, or ``base-2``, ``base-3``, ... when runs started in the same second
+    took the earlier names (created here, atomically: no two runs get the same one)."""
+    base = Path(base)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for k in range(1, tries + 1):
+        folder = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise UserError(f"{base} and {tries - 1} numbered folders beside it exist already; choose --out")
+
+
 def _strict(value: Any) -> Any:
     """``value`` as strict JSON takes it: a float that is not finite (NaN, ±inf) becomes null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -191,6 +243,18 @@ class ResultSet:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.lock: WriterLock | None = None  # held by a writer (create, or lock() before resuming)
+
+    def lock_for_writing(self) -> "ResultSet":
+        """Become the set's one writer (before resuming it); UserError when another holds it."""
+        self.lock = WriterLock(self.path).acquire()
+        return self
+
+    def close(self) -> None:
+        """Stop writing: release the writer's lock."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # -- creation and reading --------------------------------------------------------
     @classmethod
@@ -201,6 +265,11 @@ class ResultSet:
             raise UserError(f"{rs.path} already holds a result set; use --resume {rs.path} to finish it, "
                             "or choose another --out")
         rs.path.mkdir(parents=True, exist_ok=True)
+        rs.lock = WriterLock(rs.path).acquire()
+        if (rs.path / ENV).exists():  # another writer got here first
+            rs.close()
+            raise UserError(f"{rs.path} already holds a result set; use --resume {rs.path} to finish it, "
+                            "or choose another --out")
         rs.write_env({"schema_version": SCHEMA_VERSION, "kind": Kind.GRID.value, **env})
         with open(rs.path / RESULTS, "w", newline="") as f:
             csv.writer(f).writerow(COLUMNS)
@@ -301,6 +370,12 @@ class NetworkSet:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.lock: WriterLock | None = None
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     @classmethod
     def create(cls, path: str | Path, columns: dict[str, list[str]], claims: pd.DataFrame,
@@ -313,6 +388,11 @@ class NetworkSet:
         if ns.path.exists() and not ns.path.is_dir():
             raise UserError(f"{ns.path} is a file; choose another --out")
         ns.path.mkdir(parents=True, exist_ok=True)
+        ns.lock = WriterLock(ns.path).acquire()
+        if (ns.path / ENV).exists():  # another writer got here first
+            ns.close()
+            raise UserError(f"{ns.path} already holds a result set; resume it with --resume {ns.path}, "
+                            "or choose another --out")
         claims.to_csv(ns.path / NETWORK_FILES["claims"], index=False)
         for name, names in columns.items():
             pd.DataFrame(columns=names).to_csv(ns.path / NETWORK_FILES[name], index=False)
@@ -330,6 +410,7 @@ class NetworkSet:
             raise UserError(f"{ns.path} cannot be resumed: "
                             + (f"{', '.join(missing)} missing" if missing else
                                "it was written before network sets recorded their parameters; start it again"))
+        ns.lock = WriterLock(ns.path).acquire()
         ns.repair()
         return ns, env
 
@@ -376,10 +457,12 @@ class NetworkSet:
 
     def discard(self) -> None:
         """Remove the files :meth:`create` wrote (a run refused before any case finished), and the folder if empty."""
-        for file in (*NETWORK_FILES.values(), ENV):
+        self.close()
+        for file in (*NETWORK_FILES.values(), ENV, LOCK):
             (self.path / file).unlink(missing_ok=True)
         if self.path.is_dir() and not any(self.path.iterdir()):
             self.path.rmdir()
 
     def finish(self, status: str = "complete", **changes: Any) -> None:
         write_env(self.path, {**read_env(self.path), **changes, "status": status})
+        self.close()

@@ -192,6 +192,7 @@ def test_a_network_set_killed_between_a_cases_files_keeps_only_finished_cases(tm
     ns.append({**other, "steps": other["steps"].iloc[:0]})  # killed before hpca's step rows
     with open(ns.path / "steps.csv", "a") as f:
         f.write("1,cut-short")  # and a line cut short
+    ns.close()  # the writer is gone (killed): its lock with it
     assert store.read_env(ns.path)["status"] == "running"
     opened, env = store.NetworkSet.open(ns.path, "hebbbench reproduce --resume")
     assert opened.done() == {("6layer", "swta")} and env["params"] == {}
@@ -204,3 +205,43 @@ def test_a_network_set_killed_between_a_cases_files_keeps_only_finished_cases(tm
 def test_a_network_set_without_its_parameters_cannot_be_resumed(copied):
     with pytest.raises(UserError, match="written before network sets recorded their parameters"):
         store.NetworkSet.open(copied("network"), "hebbbench reproduce --resume")
+
+
+# -- one writer per set -------------------------------------------------------------------------
+HOLD = """
+import sys, time
+from hebbbench import store
+lock = store.WriterLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("command", [["run", "--resume"], ["reproduce", "--resume"]])
+def test_a_second_writer_is_refused_naming_the_first_and_changes_nothing(tmp_path, monkeypatch, capsys, command):
+    import subprocess
+    import sys
+
+    kind = "grid" if command[0] == "run" else "network"
+    folder = Path(shutil.copytree(COMMITTED[kind], tmp_path / "set"))
+    if kind == "network":  # a network set that can be resumed: its parameters recorded
+        env = store.read_env(folder)
+        store.write_env(folder, {**env, "status": "interrupted", "params": {"device": "cpu"}})
+    def files():
+        return sorted((p.name, p.read_bytes()) for p in folder.iterdir() if p.name != store.LOCK)
+
+    before = files()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, _, err = run_cli(monkeypatch, capsys, *command, str(folder), "--no-report")
+        one_line(code, err, f"{folder} is being written by another hebbbench (pid {holder.pid})")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert files() == before
+
+
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
+    base = tmp_path / "results" / "quick-cpu-20261202-120000"
+    assert [store.fresh_folder(base).name for _ in range(3)] == [base.name, f"{base.name}-2", f"{base.name}-3"]

@@ -370,6 +370,10 @@ class ScaleSet:
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"{self.path} is a file; choose another --out")
         self.path.mkdir(parents=True, exist_ok=True)
+        self.lock = store.WriterLock(self.path).acquire()
+        if (self.path / ENV).exists():  # another writer got here first
+            self.lock.release()
+            raise UserError(f"{self.path} already holds results; choose another --out")
         self.run_id = self.path.name
         self.rows: list[dict[str, Any]] = []
         #: (device, rule, impl) -> what the last timed step changed in the weights at world size 1
@@ -444,14 +448,17 @@ class ScaleSet:
         self.env.update(status=status, finished_at=now())
         self._write_env()
         self._write_rows()
+        self.lock.release()
         frame = self.frame()
         frame.attrs["path"] = str(self.path)
         return frame
 
 
 def default_out(config: ScaleConfig) -> Path:
+    """A new folder of its own (``-2``, ``-3``, ... for runs started in the same second)."""
     tag = "+".join(config.devices)
-    return Path("results") / f"scale-{config.network}-{tag}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    return store.fresh_folder(Path("results") / f"scale-{config.network}-{tag}-"
+                                                f"{datetime.now().strftime('%Y%m%d-%H%M%S')}")
 
 
 def run_local(config: ScaleConfig, out: str | Path | None = None, *, argv: list[str] | None = None,
