@@ -146,13 +146,19 @@ def run(preset: str | RunConfig | None = None, *, out: str | Path | None = None,
     else:
         run_config = RunConfig(preset=preset, **options)
     if resume is not None:
-        if run_config != RunConfig() or out is not None:
+        given_imports = run_config.imports
+        if dataclasses.replace(run_config, imports=()) != RunConfig() or out is not None:
             raise UserError("--resume continues a run with its own grid and settings; give no other run options "
-                            "with it")
+                            "with it (but --import)")
         from hebbbench.store import ResultSet
 
         env = ResultSet.open(resume, "hebbbench run --resume").env()
         run_config = RunConfig.from_env(env, f"{resume}/env.json")
+        if sorted(set(run_config.imports)) != sorted(set(given_imports)):
+            # a result set is data: the modules it names run only when the user names them again
+            wanted = " ".join(f"--import {name}" for name in run_config.imports) or "no --import"
+            raise UserError(f"{resume} was run with {wanted}; resuming it imports that code, so give the same "
+                            f"--import options again (got {' '.join(given_imports) or 'none'})")
         import_plugins(run_config.imports)
         recorded = without_options_tables({k: v for k, v in env["grid"].items() if k != "name"})
         grid = Grid.from_dict(recorded, env["grid"]["name"], f"{resume}/env.json")

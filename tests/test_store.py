@@ -245,3 +245,20 @@ def test_a_second_writer_is_refused_naming_the_first_and_changes_nothing(tmp_pat
 def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
     base = tmp_path / "results" / "quick-cpu-20261202-120000"
     assert [store.fresh_folder(base).name for _ in range(3)] == [base.name, f"{base.name}-2", f"{base.name}-3"]
+
+
+def test_resume_imports_the_modules_a_set_names_only_when_the_user_names_them_again(tmp_path, monkeypatch, capsys):
+    """env.json is data a colleague may have written: its --import list is code that runs only on request."""
+    folder = Path(shutil.copytree(COMMITTED["grid"], tmp_path / "set"))
+    env = store.read_env(folder)
+    marker = tmp_path / "imported"
+    (tmp_path / "planted_module.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store.write_env(folder, {**env, "settings": {**env["settings"], "imports": ["planted_module"]}})
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--resume", str(folder), "--no-report", "--no-progress")
+    one_line(code, err, "was run with --import planted_module; resuming it imports that code, so give the same "
+                        "--import options again (got none)")
+    assert not marker.exists()
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--resume", str(folder), "--import", "planted_module",
+                           "--no-report", "--no-progress")
+    assert code == 0 and marker.exists(), err
