@@ -319,14 +319,18 @@ def baseline_update(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="A grid TOML file instead.")] = None,
     out: Annotated[Path, typer.Option(help="The baseline folder to replace.")] = Path("results/baselines/ci-cpu"),
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out even if it is not a gate set of the same "
+                                                        "grid.")] = False,
 ) -> None:
     """Run a preset and replace the baseline folder with it, only once the run has succeeded."""
     from hebbbench.api import RunConfig
     from hebbbench.gate.baseline import PRESET, update
     from hebbbench.reports.summary import summary_tables
 
-    frame = update(RunConfig(preset=preset or (None if config else PRESET), config=config), out, progress=progress,
-                   console=err_console, argv=sys.argv)
+    err_console.print(f"recording {preset or (config or PRESET)} to replace {out} once it has run", markup=False,
+                      highlight=False)
+    frame = update(RunConfig(preset=preset or (None if config else PRESET), config=config), out, force=force,
+                   progress=progress, console=err_console, argv=sys.argv)
     for table in summary_tables(frame, title=str(out)):
         out_console.print(table)
     out_console.print(f"baseline {out} replaced; commit it to make it the one CI compares against")

@@ -62,3 +62,28 @@ def test_cli_records_a_grid_file_as_the_baseline(tmp_path, monkeypatch, capsys):
     env = ResultSet.open(out).env()
     assert env["status"] == "complete" and env["grid"]["name"] == "tiny"
     assert f"baseline {out} replaced" in " ".join(capsys.readouterr().out.split())
+
+
+def test_update_refuses_a_set_of_another_grid_or_kind_unless_forced(tmp_path):
+    """`baseline update --out <some run>` turned a 48-row run into a 4-row one: now it says what is there."""
+    import shutil
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    for source, what in ((results / "quick-cpu-20261130-024437", "a grid set of grid 'quick'"),
+                         (results / "reproduce-6layer-cpu-20261130-043036", "a network set")):
+        target = Path(shutil.copytree(source, tmp_path / source.name))
+        before = sorted(p.name for p in target.iterdir())
+        with pytest.raises(UserError, match=f"refusing to replace {target}: it holds {what}, not a gate set of "
+                                            "grid 'tiny'; give --force"):
+            update(RunConfig(**GRID), target)
+        assert sorted(p.name for p in target.iterdir()) == before
+
+
+def test_an_update_killed_earlier_leaves_no_staging_folder_after_the_next(tmp_path, flaky):
+    out = tmp_path / "gate"
+    stale = tmp_path / ".gate.new-999999999"  # a pid that runs no process
+    stale.mkdir()
+    (stale / "results.csv").write_text("half a run")
+    update(RunConfig(**GRID), out)
+    assert not stale.exists() and (out / "results.csv").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["gate"]

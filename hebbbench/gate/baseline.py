@@ -16,21 +16,33 @@ import pandas as pd
 
 from hebbbench import api
 from hebbbench.errors import UserError
-from hebbbench.store import ENV, RESULTS
+from hebbbench.store import ENV, RESULTS, Kind, open_set
 
 PRESET = "ci"
 FOLDER = Path("results/baselines/ci-cpu")
 
 
-def update(run_config: api.RunConfig | None = None, out: str | Path = FOLDER, **run_options: Any) -> pd.DataFrame:
+def update(run_config: api.RunConfig | None = None, out: str | Path = FOLDER, force: bool = False,
+           **run_options: Any) -> pd.DataFrame:
     """Run ``run_config`` (default: the ci preset) and replace the folder ``out`` with its result set; returns
-    results.csv as a DataFrame. ``run_options`` (progress, console, argv) go to :func:`hebbbench.api.run`."""
+    results.csv as a DataFrame. ``out`` must be a gate set of the same grid (or absent) unless ``force``.
+    ``run_options`` (progress, console, argv) go to :func:`hebbbench.api.run`."""
     run_config = run_config or api.RunConfig(preset=PRESET)
     out = Path(out)
-    if out.exists() and not ((out / ENV).is_file() and (out / RESULTS).is_file()) and any(out.iterdir()):
+    if out.exists() and not (out / ENV).is_file() and any(out.iterdir()):
         raise UserError(f"refusing to replace {out}: it is not a result set")
-    run_config.grid()  # a bad grid fails before anything is created
+    grid = run_config.grid()  # a bad grid fails before anything is created
+    if (out / ENV).is_file() and not force:
+        info = open_set(out)
+        recorded = info.env.get("grid", {}).get("name") if isinstance(info.env.get("grid"), dict) else None
+        if info.kind != Kind.GRID or recorded != grid.name or not (out / RESULTS).is_file():
+            what = f"a grid set of grid {recorded!r}" if info.kind == Kind.GRID else f"a {info.kind.value} set"
+            raise UserError(f"refusing to replace {out}: it holds {what}, not a gate set of grid {grid.name!r}; "
+                            "give --force to replace it anyway")
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.new-*"):  # left by an update that was killed
+        if not _alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
     staging = out.parent / f".{out.name}.new-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
@@ -46,6 +58,17 @@ def update(run_config: api.RunConfig | None = None, out: str | Path = FOLDER, **
             shutil.rmtree(staging)
     frame.attrs["path"] = str(out)
     return frame
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process ``pid`` still runs (an update in progress keeps its staging folder)."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _replace(new: Path, out: Path) -> None:
