@@ -301,6 +301,29 @@ class ResultSet:
             return pd.DataFrame(columns=COLUMNS)
         return pd.read_csv(io.StringIO("".join(lines)), keep_default_na=False, na_values=[""])
 
+    def doubled(self, frame: pd.DataFrame) -> str | None:
+        """Why the rows cannot be trusted when a (case, variant) appears twice (two writers once appended
+        to the set, or a copy was pasted into it); None when each appears once."""
+        if frame.empty:
+            return None
+        twice = frame[frame.duplicated(["case_id", "label"], keep=False)]
+        if twice.empty:
+            return None
+        first = twice.iloc[0]
+        return (f"{self.path} holds {len(twice) - twice[['case_id', 'label']].drop_duplicates().shape[0]} duplicated "
+                f"row(s) (e.g. {first['case_id']} [{first['label']}]): two writers appended to it; use a set "
+                "written by one run")
+
+    def missing(self, frame: pd.DataFrame, env: dict[str, Any]) -> str | None:
+        """What is missing when env.json says the run is complete but results.csv holds fewer cases
+        than it ran (a truncated or edited file); None otherwise."""
+        expected = env.get("cases")
+        found = frame["case_id"].nunique() if len(frame) else 0
+        if env.get("status") == "complete" and isinstance(expected, int) and found < expected:
+            return (f"{self.path} is marked complete with {expected} cases but results.csv holds {found}: "
+                    "rows are missing (a truncated or edited file)")
+        return None
+
     def samples(self, calibration: bool = False) -> dict[tuple[str, str], list[float]]:
         """Raw samples keyed by (case_id, label); the calibration's too when ``calibration``."""
         out = {}

@@ -262,3 +262,23 @@ def test_resume_imports_the_modules_a_set_names_only_when_the_user_names_them_ag
     code, _, err = run_cli(monkeypatch, capsys, "run", "--resume", str(folder), "--import", "planted_module",
                            "--no-report", "--no-progress")
     assert code == 0 and marker.exists(), err
+
+
+# -- readers that notice doubled or missing rows --------------------------------------------
+def test_doubled_rows_are_refused_and_missing_rows_said(copied, tmp_path, monkeypatch, capsys):
+    """Two writers' rows (what a second resume used to leave) are refused by report and compare; rows cut
+    from a set marked complete are a warning in report (the rest is usable) and an error in compare."""
+    folder = copied("grid")
+    lines = (folder / "results.csv").read_text().splitlines(keepends=True)
+    doubled = Path(shutil.copytree(folder, tmp_path / "doubled"))
+    (doubled / "results.csv").write_text("".join(lines + lines[1:3]))
+    for args in (["report", str(doubled), "--out", str(tmp_path / "r1")], ["compare", str(folder), str(doubled)]):
+        code, _, err = run_cli(monkeypatch, capsys, *args)
+        one_line(code, err, "holds 2 duplicated row(s)", "two writers appended to it")
+    cut = Path(shutil.copytree(folder, tmp_path / "cut"))
+    (cut / "results.csv").write_text("".join(lines[:3]))  # the header and the first two cases
+    code, out, err = run_cli(monkeypatch, capsys, "report", str(cut), "--out", str(tmp_path / "r2"))
+    assert code == 0 and "is marked complete with 8 cases but results.csv holds 2: rows are missing" in err
+    assert "rows are missing" in (tmp_path / "r2" / "report.md").read_text()
+    code, _, err = run_cli(monkeypatch, capsys, "compare", str(folder), str(cut))
+    one_line(code, err, "new run: ", "is marked complete with 8 cases but results.csv holds 2")

@@ -167,7 +167,11 @@ def _load(path: Path, role: str) -> tuple[ResultSet, pd.DataFrame, dict]:
     if not env.get("calibration"):
         raise UserError(f"{role} {path} has no calibration samples (recorded by an older hebbbench); "
                         "record it again")
-    return rs, rs.frame(), env
+    frame = rs.frame()
+    problem = rs.doubled(frame) or rs.missing(frame, env)
+    if problem:
+        raise UserError(f"{role}: {problem}")
+    return rs, frame, env
 
 
 def _listing(keys: list[tuple[str, str]], limit: int = 4) -> str:

@@ -116,7 +116,11 @@ def short_device_name(name: str) -> str:
 def read(path: str | Path) -> Source:
     """One result set; UserError when the folder is not one."""
     rs = ResultSet.open(path, "a report of several sets")
-    return Source(rs.path, rs.env(), rs.frame())
+    env, frame = rs.env(), rs.frame()
+    doubled = rs.doubled(frame)
+    if doubled:
+        raise UserError(doubled)
+    return Source(rs.path, env, frame)
 
 
 def load(paths: list[str | Path]) -> Data:
@@ -163,6 +167,11 @@ def load(paths: list[str | Path]) -> Data:
         data.notes.append(f"The result sets come from different grids ({', '.join(map(text, sorted(grids)))}): "
                           "their cases are shown side by side by device and run; a layer or batch size "
                           "missing from one of them is simply absent from its panels.")
+    for source in sources:  # usable, but the report must say it is partial
+        missing = ResultSet(source.path).missing(source.frame, source.env)
+        if missing:
+            data.warnings.append(missing)
+            data.notes.append(text(missing))
     unfinished = [s.run_id for s in sources if s.env.get("status") != "complete"]
     if unfinished:
         data.notes.append(f"Not complete ({', '.join(map(text, unfinished))}): the run was interrupted or is still "
