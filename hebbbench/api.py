@@ -152,7 +152,7 @@ def run(preset: str | RunConfig | None = None, *, out: str | Path | None = None,
                             "with it (but --import)")
         from hebbbench.store import ResultSet
 
-        env = ResultSet.open(resume, "hebbbench run --resume").env()
+        env = ResultSet.open(resume, "hebbbench run --resume", started=True).env()
         run_config = RunConfig.from_env(env, f"{resume}/env.json")
         if sorted(set(run_config.imports)) != sorted(set(given_imports)):
             # a result set is data: the modules it names run only when the user names them again

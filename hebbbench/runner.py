@@ -283,7 +283,7 @@ def record(result_set: ResultSet) -> Emit:
 
 def open_run(out: Path, resume: bool, make_env: Callable[[], dict]) -> ResultSet:
     if resume:
-        rs = ResultSet.open(out).lock_for_writing()  # one writer: a second resume is refused here
+        rs = ResultSet.open(out, "hebbbench run --resume", started=True).lock_for_writing()  # one writer here
         rs.repair()
         rs.update_env(status="running", resumed_at=now())
         return rs

@@ -277,10 +277,13 @@ class ResultSet:
         return rs
 
     @classmethod
-    def open(cls, path: str | Path, command: str = "this command") -> "ResultSet":
-        """A grid set (``hebbbench run``); ``command`` names the reader in a refusal of another kind."""
+    def open(cls, path: str | Path, command: str = "this command", started: bool = False) -> "ResultSet":
+        """A grid set (``hebbbench run``); ``command`` names the reader in a refusal of another kind.
+        ``started``: a run killed before it wrote results.csv (env.json alone) opens too, to be resumed."""
         require(path, command, (Kind.GRID,))
         rs = cls(path)
+        if started and not (rs.path / RESULTS).exists():
+            return rs  # repair() writes the header
         if not (rs.path / RESULTS).is_file():
             raise UserError(f"{rs.path} is not a result set: expected {ENV} and {RESULTS} in it")
         return rs

@@ -282,3 +282,24 @@ def test_doubled_rows_are_refused_and_missing_rows_said(copied, tmp_path, monkey
     assert "rows are missing" in (tmp_path / "r2" / "report.md").read_text()
     code, _, err = run_cli(monkeypatch, capsys, "compare", str(folder), str(cut))
     one_line(code, err, "new run: ", "is marked complete with 8 cases but results.csv holds 2")
+
+
+def test_a_run_killed_before_its_first_row_is_resumed_not_stuck(tmp_path, monkeypatch, capsys):
+    """env.json alone (killed before results.csv was written): a fresh run into it is refused with the
+    way out, and --resume runs every case."""
+    import hebbbench
+
+    grid = dict(config=Path(__file__).parent / "data" / "tiny.toml", rules=["hpca"], impls=["fh"],
+                what=["update"], batch_sizes=[2])
+    full = hebbbench.run(out=tmp_path / "full", **grid)
+    started = Path(shutil.copytree(tmp_path / "full", tmp_path / "started"))
+    (started / "results.csv").unlink()
+    (started / "samples.jsonl").unlink()
+    store.write_env(started, {**store.read_env(started), "status": "running", "finished_at": None})
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--config", grid["config"], "--out", started, "--no-report",
+                           "--no-progress")
+    one_line(code, err, f"{started} already holds a result set; use --resume {started}")
+    code, _, err = run_cli(monkeypatch, capsys, "run", "--resume", started, "--no-report", "--no-progress")
+    assert code == 0, err
+    resumed = pd.read_csv(started / "results.csv")
+    assert sorted(resumed["case_id"]) == sorted(full["case_id"]) and store.read_env(started)["status"] == "complete"
