@@ -210,6 +210,15 @@ def test_scale_refuses_more_ranks_than_gpus(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_scale_refuses_a_world_size_far_beyond_the_cores(tmp_path, monkeypatch, capsys):
+    """--world-sizes 64 on 2 cores showed no progress for minutes: it is refused before any process starts."""
+    too_many = 4 * available_cores() + 1
+    code, _, err = run_cli(monkeypatch, capsys, "scale", "--devices", "cpu", "--world-sizes", f"1,{too_many}",
+                           "--batch", str(too_many), "--out", str(tmp_path / "x"))
+    one_line_error(code, err, f"world size {too_many} would run {too_many} processes on {available_cores()} cores")
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--scaling", "sideways"], "unknown scaling 'sideways'"),
     (["--batch", "1", "--world-sizes", "1,2"], "cannot be split over 2 ranks"),

@@ -91,6 +91,8 @@ SCALINGS = ("strong", "weak")
 DEVICE_TYPES = ("cpu", "cuda")
 #: distinct mini-batches cycled through by the timed steps.
 BATCHES = 4
+#: CPU ranks allowed per core of this machine (a local launch): beyond, a run measures oversubscription.
+MAX_RANKS_PER_CORE = 4
 
 #: the implementation other variants' speedups are measured against (its first variant listed).
 BASELINE_IMPL = "naive"
@@ -469,6 +471,11 @@ def run_local(config: ScaleConfig, out: str | Path | None = None, *, argv: list[
     DataFrame (``attrs["path"]``: the folder).
     """
     check(config)
+    largest = max(config.world_sizes)
+    if "cpu" in config.devices and largest > MAX_RANKS_PER_CORE * available_cores():  # all ranks on this machine
+        raise UserError(f"world size {largest} would run {largest} processes on {available_cores()} cores (at "
+                        f"most {MAX_RANKS_PER_CORE} per core here): their steps would measure the processes "
+                        "waiting for a core, not data parallelism; use fewer, or torchrun on more machines")
     result_set = ScaleSet(Path(out) if out else default_out(config), config, "local", argv)
     say = progress or (lambda text: None)
     try:
