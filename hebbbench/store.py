@@ -129,6 +129,22 @@ class WriterLock:
         self.fd = fd
         return self
 
+    @classmethod
+    def claim(cls, folder: str | Path, taken: tuple[str, ...], refusal: str) -> "WriterLock":
+        """Make ``folder`` a new set's and become its writer; UserError(``refusal``) when one of the
+        ``taken`` files shows it holds a set already (also when another writer got there first)."""
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{folder} is a file; choose another --out")
+        if any((folder / name).exists() for name in taken):
+            raise UserError(refusal)
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = cls(folder).acquire()
+        if (folder / ENV).exists():  # another writer created it between the check and the lock
+            lock.release()
+            raise UserError(refusal)
+        return lock
+
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor drops the lock
@@ -261,15 +277,8 @@ class ResultSet:
     def create(cls, path: str | Path, env: dict[str, Any]) -> "ResultSet":
         """A new result set; refuses a folder that already holds results (never overwrites them)."""
         rs = cls(path)
-        if (rs.path / RESULTS).exists() or (rs.path / ENV).exists():
-            raise UserError(f"{rs.path} already holds a result set; use --resume {rs.path} to finish it, "
-                            "or choose another --out")
-        rs.path.mkdir(parents=True, exist_ok=True)
-        rs.lock = WriterLock(rs.path).acquire()
-        if (rs.path / ENV).exists():  # another writer got here first
-            rs.close()
-            raise UserError(f"{rs.path} already holds a result set; use --resume {rs.path} to finish it, "
-                            "or choose another --out")
+        rs.lock = WriterLock.claim(rs.path, (RESULTS, ENV), f"{rs.path} already holds a result set; use --resume "
+                                                            f"{rs.path} to finish it, or choose another --out")
         rs.write_env({"schema_version": SCHEMA_VERSION, "kind": Kind.GRID.value, **env})
         with open(rs.path / RESULTS, "w", newline="") as f:
             csv.writer(f).writerow(COLUMNS)
@@ -408,17 +417,8 @@ class NetworkSet:
                env: dict[str, Any]) -> "NetworkSet":
         """A new network set (``columns``: each CSV's header); refuses a folder that holds a result set."""
         ns = cls(path)
-        if (ns.path / ENV).exists():
-            raise UserError(f"{ns.path} already holds a result set; resume it with --resume {ns.path}, "
-                            "or choose another --out")
-        if ns.path.exists() and not ns.path.is_dir():
-            raise UserError(f"{ns.path} is a file; choose another --out")
-        ns.path.mkdir(parents=True, exist_ok=True)
-        ns.lock = WriterLock(ns.path).acquire()
-        if (ns.path / ENV).exists():  # another writer got here first
-            ns.close()
-            raise UserError(f"{ns.path} already holds a result set; resume it with --resume {ns.path}, "
-                            "or choose another --out")
+        ns.lock = WriterLock.claim(ns.path, (ENV,), f"{ns.path} already holds a result set; resume it with "
+                                                    f"--resume {ns.path}, or choose another --out")
         claims.to_csv(ns.path / NETWORK_FILES["claims"], index=False)
         for name, names in columns.items():
             pd.DataFrame(columns=names).to_csv(ns.path / NETWORK_FILES[name], index=False)

@@ -303,3 +303,14 @@ def test_a_run_killed_before_its_first_row_is_resumed_not_stuck(tmp_path, monkey
     assert code == 0, err
     resumed = pd.read_csv(started / "results.csv")
     assert sorted(resumed["case_id"]) == sorted(full["case_id"]) and store.read_env(started)["status"] == "complete"
+
+
+@pytest.mark.parametrize("command", [["run", "--config", "tests/data/tiny.toml", "--no-progress"],
+                                     ["reproduce", "--devices", "cpu"], ["scale", "--world-sizes", "1"]])
+def test_an_out_that_is_a_file_is_refused_and_left_alone(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    code, _, err = run_cli(monkeypatch, capsys, *command, "--out", str(target), "--no-report")
+    one_line(code, err, f"{target} is a file; choose another --out")
+    assert target.read_text() == "mine"

@@ -367,15 +367,8 @@ class ScaleSet:
 
     def __init__(self, path: Path, config: ScaleConfig, launcher: str, argv: list[str] | None) -> None:
         self.path, self.config, self.launcher = Path(path), config, launcher
-        if (self.path / RESULTS).exists() or (self.path / ENV).exists():
-            raise UserError(f"{self.path} already holds results; choose another --out")
-        if self.path.exists() and not self.path.is_dir():
-            raise UserError(f"{self.path} is a file; choose another --out")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.lock = store.WriterLock(self.path).acquire()
-        if (self.path / ENV).exists():  # another writer got here first
-            self.lock.release()
-            raise UserError(f"{self.path} already holds results; choose another --out")
+        self.lock = store.WriterLock.claim(self.path, (RESULTS, ENV),
+                                           f"{self.path} already holds results; choose another --out")
         self.run_id = self.path.name
         self.rows: list[dict[str, Any]] = []
         #: (device, rule, impl) -> what the last timed step changed in the weights at world size 1
