@@ -284,9 +284,6 @@ def reproduce(config: ReproduceConfig | None = None, *, out: str | Path | None =
     from hebbbench.suites.netcase import LAYER_COLUMNS, SAMPLE_COLUMNS, STEP_COLUMNS
     from hebbbench.suites.reproduce import reproduce as measure
 
-    def now_iso() -> str:
-        return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
     runs = []  # (set, its parameters, the frames measured before)
     if resume is not None:
         if (config is not None and config != ReproduceConfig()) or out is not None:
@@ -328,12 +325,12 @@ def reproduce(config: ReproduceConfig | None = None, *, out: str | Path | None =
                 if before is None and not created.done():
                     created.discard()
             if result_set.path.exists():
-                result_set.finish("failed", finished_at=now_iso())
+                result_set.finish("failed", finished_at=now())
             raise UserError(str(exc)) from None
         except BaseException:
-            result_set.finish("interrupted", finished_at=now_iso())
+            result_set.finish("interrupted", finished_at=now())
             raise
-        result_set.finish(finished_at=now_iso(), meta=result.meta)
+        result_set.finish(finished_at=now(), meta=result.meta)
         paths.append(result_set.path)
     return paths
 

@@ -86,7 +86,7 @@ def _failed(exc: BaseException) -> Status:
     return Status.OOM if devices.is_out_of_memory(exc) else Status.ERROR
 
 
-def check(label: str, prepare: Callable[[], Prepared], device: str, reference: Tensor | None,
+def check(prepare: Callable[[], Prepared], device: str, reference: Tensor | None,
           tolerance: float, max_first_call_s: float = math.inf,
           against: str = "the reference") -> tuple[Outcome, Prepared | None]:
     """Step 1 for one variant: its outcome, and its closures when it may be timed."""
@@ -158,7 +158,7 @@ def run_variants(prepare: Mapping[str, Callable[[], Prepared]], device: str, pol
     outcomes: dict[str, Outcome] = {}
     timed: dict[str, Prepared] = {}
     for label, make in prepare.items():
-        outcomes[label], prepared = check(label, make, device, reference, (tolerances or {}).get(label, math.inf),
+        outcomes[label], prepared = check(make, device, reference, (tolerances or {}).get(label, math.inf),
                                           math.inf if label == keep else max_first_call_s, against)
         if prepared is not None:
             timed[label] = prepared

@@ -186,10 +186,10 @@ class NetworkCase:
         return Prepared(call=call, reset=None, delta=call,
                         compile=compile_ if v.net.hebbian_layers[name].rule.compiles else None)
 
-    def _checked(self, v: NetworkVariant, out: _Outcome, prepare, reference, tolerance_: float,
+    def _checked(self, out: _Outcome, prepare, reference, tolerance_: float,
                  budget: float) -> Prepared | None:
         """The runner's check of one variant (:func:`hebbbench.measure.variants.check`), into ``out``."""
-        checked, prepared = check(v.label, prepare, str(self.device), reference, tolerance_, budget,
+        checked, prepared = check(prepare, str(self.device), reference, tolerance_, budget,
                                   against=REFERENCE)
         out.status, out.note, out.check_s = checked.status, checked.reason, checked.first_call_s
         out.rel_error, out.peak = checked.error, Peak.of(checked, str(self.device))
@@ -215,7 +215,7 @@ class NetworkCase:
                            predicted_peak=_predicted_peak(self.ref, shape, self.itemsize))
         self.outcomes[(name, self.ref.label)] = ref_out
         reference = update_call(self.ref.net, name, inputs, responses)()  # fh's ΔW: what every variant must match
-        timed = {REFERENCE: self._checked(self.ref, ref_out, lambda: self._update(self.ref, name, inputs, responses),
+        timed = {REFERENCE: self._checked(ref_out, lambda: self._update(self.ref, name, inputs, responses),
                                           reference, tolerances[REFERENCE], math.inf)}
         if timed[REFERENCE] is None:
             raise RuntimeError(f"{REFERENCE} failed on {self.spec.name} {self.rule} {name}: {ref_out.note}")
@@ -237,7 +237,7 @@ class NetworkCase:
                 out.status = SKIPPED
                 out.note = f"the run's time budget is spent (predicted {out.predicted_s:.3g} s per call, {how})"
                 continue
-            prepared = self._checked(v, out, lambda v=v: self._update(v, name, inputs, responses), reference,
+            prepared = self._checked(out, lambda v=v: self._update(v, name, inputs, responses), reference,
                                      tolerances[v.label], self.max_s)
             if prepared is not None:
                 timed[v.label] = prepared
@@ -285,7 +285,7 @@ class NetworkCase:
         self.report("step", STEP, f"{self.spec.name} {self.rule} whole step")
         device = str(self.device)
         outcomes, timed = {}, {}
-        outcomes[REFERENCE], timed[REFERENCE] = check(REFERENCE, lambda: self._step(self.ref), device, None,
+        outcomes[REFERENCE], timed[REFERENCE] = check(lambda: self._step(self.ref), device, None,
                                                       math.inf)
         if timed[REFERENCE] is None:
             raise RuntimeError(f"{REFERENCE}'s step failed on {self.spec.name} {self.rule}: "
@@ -299,7 +299,7 @@ class NetworkCase:
             predicted = forward + sum(self.outcomes[(n, v.label)].seconds for n in self.shapes)
             if predicted > self.max_s or not self._affordable(predicted):
                 continue
-            outcome, prepared = check(v.label, lambda v=v: self._step(v), device, None, math.inf, self.max_s)
+            outcome, prepared = check(lambda v=v: self._step(v), device, None, math.inf, self.max_s)
             if prepared is not None:  # else composed from its layers (over the budget, out of memory, ...)
                 outcomes[v.label], timed[v.label] = outcome, prepared
         try:
