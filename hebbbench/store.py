@@ -27,8 +27,8 @@ it does not take in one line (:func:`require`). :func:`write_env` is the one wri
 env.json, for every kind. Grid and network sets are appended per case and resumed by the
 command that wrote them (``run --resume``, ``reproduce --resume``); a scale set is not
 resumable (its world sizes are compared with the weights' change at world size 1, measured
-in the same run), so ``--resume`` of it is refused in one line. Sets written before the kind was recorded read as ``grid``
-(no ``kind``) and ``network`` (``kind = "reproduce"``).
+in the same run), so ``--resume`` of it is refused in one line. Sets written before the kind
+was recorded read as ``grid`` (no ``kind``) and ``network`` (``kind = "reproduce"``).
 """
 
 from __future__ import annotations
