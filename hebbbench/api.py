@@ -17,9 +17,13 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from hebbbench import rules
+from hebbbench.measure import conditions
 from hebbbench.measure import devices as dev
+from hebbbench.measure.timing import Timing
 from hebbbench.errors import UserError
 from hebbbench.suites.grid import Grid, load_grid, parse_shard, shard_cases, without_options_tables
 from hebbbench.store import fresh_folder
@@ -50,6 +54,10 @@ def parse_bytes(text: str | float | int | None) -> float | None:
 
 
 LEGACY_SETTINGS = {"threads", "memory_budget", "max_case_seconds", "imports"}  # env.json's settings before RunConfig
+#: settings of a set recorded before runs were measured in worker processes, as they were.
+OLDER_PROCESS_SETTINGS = {"processes": 1, "allocator": "system"}
+#: --processes above this is refused (each process measures the whole grid again).
+MAX_PROCESSES = 100
 
 
 @dataclass
@@ -69,7 +77,9 @@ class RunConfig:
     batch_sizes: list[int] | None = None
     dtypes: list[str] | None = None
     devices: list[str] | None = None
-    case_seconds: float | None = None  # the timing cap per case; None keeps the grid's
+    case_seconds: float | None = None  # the timing cap per case and process; None keeps the grid's
+    processes: int | None = None  # worker processes that each measure every case; None keeps the grid's
+    allocator: str = conditions.DEFAULT_ALLOCATOR  # the workers' allocator policy: pinned or system
     seed: int = 0
     threads: int | None = None
     memory_budget: str | float | None = None  # '16GiB', '512MiB' or a number of GiB; None: 80 % of the device's
@@ -90,7 +100,10 @@ class RunConfig:
         grid = load_grid(self.preset, self.config).override(
             sweeps=self.sweeps, rules=self.rules, impls=self.impls, what=self.what, batch_sizes=batches,
             dtypes=self.dtypes, devices=self.devices)
-        return grid.with_timing(case_seconds=self.case_seconds)
+        if self.processes is not None and (isinstance(self.processes, bool) or not isinstance(self.processes, int)
+                                           or not 1 <= self.processes <= MAX_PROCESSES):
+            raise UserError(f"processes must be an integer from 1 to {MAX_PROCESSES}, got {self.processes}")
+        return grid.with_timing(case_seconds=self.case_seconds, processes=self.processes)
 
     def settings(self, grid: Grid, run_id: str = "") -> Settings:
         """What a device worker needs to run the grid's cases."""
@@ -98,9 +111,11 @@ class RunConfig:
             raise UserError(f"threads must be >= 1, got {self.threads}")
         if not (math.isfinite(self.max_case_seconds) and self.max_case_seconds > 0):
             raise UserError(f"max-case-seconds must be a finite number > 0, got {self.max_case_seconds}")
+        if self.allocator not in conditions.ALLOCATORS:
+            raise UserError(f"allocator must be one of {', '.join(conditions.ALLOCATORS)}, got {self.allocator!r}")
         return Settings(policy=grid.policy, seed=self.seed, threads=self.threads,
                         memory_budget=parse_bytes(self.memory_budget), max_case_seconds=self.max_case_seconds,
-                        imports=self.imports, run_id=run_id, shard=parse_shard(self.shard))
+                        imports=self.imports, run_id=run_id, shard=parse_shard(self.shard), allocator=self.allocator)
 
     def as_dict(self) -> dict[str, Any]:
         """As written to env.json (``settings``)."""
@@ -119,6 +134,8 @@ class RunConfig:
             shard = env.get("shard")
             raw = {**dataclasses.asdict(cls()), **raw, "seed": (env.get("env") or {}).get("seed", 0),
                    "shard": f"{shard['index']}/{shard['count']}" if isinstance(shard, dict) else None}
+        if isinstance(raw, dict) and set(OLDER_PROCESS_SETTINGS).isdisjoint(raw):
+            raw = {**raw, **OLDER_PROCESS_SETTINGS}  # measured in the parent process, allocator as found
         return cls.from_dict(raw, where)
 
     @classmethod
@@ -134,7 +151,7 @@ class RunConfig:
 
 def run(preset: str | RunConfig | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
         progress: bool = False, console: Console | None = None, argv: list[str] | None = None,
-        isolate: bool = False, **options: Any) -> pd.DataFrame:
+        **options: Any) -> pd.DataFrame:
     """Run a grid and return results.csv as a DataFrame (``df.attrs["path"]`` is the result set's folder).
 
     ``preset`` is a preset's name or a whole :class:`RunConfig`; ``options`` are the other fields of
@@ -162,6 +179,7 @@ def run(preset: str | RunConfig | None = None, *, out: str | Path | None = None,
         import_plugins(run_config.imports)
         recorded = without_options_tables({k: v for k, v in env["grid"].items() if k != "name"})
         grid = Grid.from_dict(recorded, env["grid"]["name"], f"{resume}/env.json")
+        grid = grid.with_timing(processes=run_config.processes)
         settings = run_config.settings(grid, run_id=env["run_id"])
         out = Path(resume)
     else:
@@ -169,6 +187,10 @@ def run(preset: str | RunConfig | None = None, *, out: str | Path | None = None,
         settings = run_config.settings(grid)
     all_cases = grid.expand(resolve=dev.resolve_devices)
     cases = shard_cases(all_cases, settings.shard)
+    try:  # before any folder is made: the worker processes must be able to import every implementation
+        settings.registry = rules.registry.own_entries()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     used = list(dict.fromkeys(c.device for c in cases))
     if resume is None:
         settings.run_id = default_run_id(grid, used)
@@ -181,27 +203,32 @@ def run(preset: str | RunConfig | None = None, *, out: str | Path | None = None,
                   lambda: run_info(grid, settings, run_config.as_dict(), used, argv, len(cases), len(all_cases)))
     done = rs.done_case_ids()
     todo = [c for c in cases if c.case_id not in done]
+    measured = {case_id: {p: (r["rows"], {k: Timing.from_record(v) for k, v in r["timings"].items()})
+                          for p, r in by_process.items()}
+                for case_id, by_process in rs.measured().items()}
+    settings.ceilings = {k: v for k, v in rs.env().get("ceilings", {}).items()}
     emit = record(rs)
     console = console or Console(stderr=True)
     try:
-        if progress and todo:
+        units = len(todo) * settings.policy.processes - sum(len(measured.get(c.case_id, {})) for c in todo)
+        if progress and units > 0:
             columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                        TextColumn("eta"), TimeRemainingColumn())
             with Progress(*columns, console=console, transient=False) as bar:
-                task = bar.add_task("starting", total=len(todo))
+                task = bar.add_task("starting", total=units)
 
                 def emit_with_progress(kind: str, payload: Any) -> None:
                     emit(kind, payload)
                     if kind in ("start", "status"):
                         bar.update(task, description=str(payload))
-                    elif kind == "case":
+                    elif kind == "measured":
                         bar.advance(task)
                     elif kind == "failed":
-                        console.print(f"[red]worker failed: {payload}")
+                        console.print(f"[red]worker failed: {escape(str(payload))}")
 
-                execute(todo, settings, emit_with_progress, isolate)
+                execute(todo, settings, emit_with_progress, measured)
         else:
-            execute(todo, settings, emit, isolate)
+            execute(todo, settings, emit, measured)
     except KeyboardInterrupt:
         rs.update_env(status="interrupted", finished_at=now())
         rs.close()
@@ -209,6 +236,7 @@ def run(preset: str | RunConfig | None = None, *, out: str | Path | None = None,
     except BaseException:
         rs.close()
         raise
+    rs.drop_measured()
     rs.update_env(status="complete", finished_at=now())
     rs.close()
     frame = rs.frame()
@@ -307,7 +335,8 @@ def reproduce(config: ReproduceConfig | None = None, *, out: str | Path | None =
                     folder, {"samples": SAMPLE_COLUMNS, "layers": LAYER_COLUMNS, "steps": STEP_COLUMNS},
                     published_claims(), {"started_at": started.isoformat(timespec="seconds"),
                                          "params": params_of[device],
-                                         "env": environment.collect(config.seed, argv or sys.argv)})
+                                         "env": environment.collect(config.seed, argv or sys.argv),
+                                         "conditions": conditions.describe()})
             except UserError:
                 for earlier, _, _ in runs:
                     earlier.discard()

@@ -66,7 +66,11 @@ def run(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (torch.set_num_threads).")] = None,
     memory_budget: Annotated[Str, typer.Option("--memory-budget", help="Skip cases predicted above this, e.g. 16GiB.")] = None,
     max_case_seconds: Annotated[float, typer.Option("--max-case-seconds", help="Skip calls predicted longer.")] = 60.0,
-    case_seconds: Annotated[Optional[float], typer.Option("--case-seconds", help="Timing cap per case.")] = None,
+    case_seconds: Annotated[Optional[float], typer.Option("--case-seconds", help="Timing cap per case and process.")] = None,
+    processes: Annotated[Optional[int], typer.Option("--processes", help="Fresh worker processes that each measure "
+                                                     "every case (pooled); default: the preset's.")] = None,
+    allocator: Annotated[str, typer.Option("--allocator", help="The workers' allocator policy: pinned (glibc "
+                                           "thresholds fixed, reproducible) or system (as found).")] = "pinned",
     imports: Annotated[Optional[list[str]], typer.Option("--import", help="Module registering your own implementations.")] = None,
     shard: Annotated[Str, typer.Option(help="Run the i-th of n disjoint parts of the grid, e.g. 1/4.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the grid and predicted memory; run nothing.")] = False,
@@ -85,7 +89,7 @@ def run(
     run_config = api.RunConfig(
         preset=preset, config=config, sweeps=split(sweeps), rules=split(rules), impls=split(impls), what=split(what),
         batch_sizes=split_ints(batch_sizes, "batch sizes"), dtypes=split(dtypes), devices=split(devices),
-        case_seconds=case_seconds, seed=seed, threads=threads, memory_budget=memory_budget,
+        case_seconds=case_seconds, processes=processes, allocator=allocator, seed=seed, threads=threads, memory_budget=memory_budget,
         max_case_seconds=max_case_seconds, imports=tuple(imports or ()), shard=shard)
     if dry_run:
         grid = run_config.grid()

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from hebbbench.measure import conditions
 from hebbbench.measure import devices as dev
 from hebbbench import rules
 from hebbbench.errors import UserError
@@ -194,6 +195,7 @@ def call_once(prepared: Prepared, device: str) -> None:
 
 
 # -- torch.profiler ----------------------------------------------------------------------------
+@conditions.measuring
 def profile_torch(target: Target, out: Path, repeat: int = 5, warmup: int = 2) -> tuple[list[Path], str]:
     """Profile ``repeat`` calls after ``warmup``; write the Chrome trace and the key-averages table."""
     from torch.profiler import ProfilerActivity, profile, record_function
@@ -246,6 +248,7 @@ def find_py_spy() -> str | None:
     return None
 
 
+@conditions.measuring
 def profile_py_spy(target: Target, out: Path, seconds: float = 5.0, rate: int = 200,
                    executable: str | None = None) -> list[Path]:
     """Record the case run in a child process for ``seconds``: a speedscope file and an SVG flame graph."""

@@ -1,23 +1,38 @@
-"""Running a grid: every case checked, measured and written as it finishes.
+"""Running a grid: every case measured in several fresh worker processes, written as it finishes.
 
-Per case: variants that cannot run here (device, predicted memory over the budget,
-predicted time over the cap) are ``skipped`` with the reason; the others are set up,
-run once (peak memory, and ΔW checked against the FastHebb form in float64: ``wrong``
+Per case, in each worker process: variants that cannot run here (device, predicted memory
+over the budget, predicted time over the cap) are ``skipped`` with the reason; the others are
+set up, run once (peak memory, and ΔW checked against the FastHebb form in float64: ``wrong``
 if outside the dtype's tolerance), then timed together, interleaved (timing.py), with the
 case's calibration product (workload.py) as one more call in every round; its samples are
-stored under the pseudo-label ``CALIBRATION``, not as a row. An
-out-of-memory error is recorded as ``oom`` and the device's memory released; any other
-exception as ``error``; the run goes on.
+stored under the pseudo-label ``CALIBRATION``, not as a row. An out-of-memory error is
+recorded as ``oom`` and the device's memory released; any other exception as ``error``; the
+run goes on.
 
-Devices: each GPU is timed by its own worker process when several run at once; the CPU
-is timed after them, alone, in this process (GPU workers would disturb it).
+**Processes** (docs/design.md §4). The grid is measured ``processes`` times (``--processes``,
+default in the preset), each time by fresh worker processes started with the run's allocator
+policy (conditions.py) and flushing subnormals, every process with its own warm-ups, the
+cases in an order shuffled from the seed and the process index. Each process's measurement of
+a case is kept (processes.jsonl) until the case's last process is in; then its rows are
+built from all of them (:func:`combine`: samples pooled with their process index, intervals
+from the hierarchical bootstrap, a failure in any process is the row's status) and written.
+Within one process index each GPU has its own worker, the GPUs running at once; the CPU's
+worker runs after them, alone (GPU workers would disturb it). The device ceilings are measured
+by the first process and given to the others, so every process makes the same decisions.
+A worker that dies is reported (``failed``) and the run goes on: its cases keep the processes
+that measured them, and a case that none measured gets an ``error`` row.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import math
+import os
 import multiprocessing
+import queue as queues
+import random
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,12 +40,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hebbbench.measure import ceilings as ceilings_mod
 from hebbbench.measure import devices as dev
 from hebbbench import rules
-from hebbbench.measure import environment
+from hebbbench.measure import conditions, environment
 from hebbbench.errors import UserError
 from hebbbench.suites.grid import Case, Grid, Variant
 from hebbbench.measure.numerics import tolerance
@@ -56,6 +72,9 @@ class Settings:
     run_id: str = ""
     shard: tuple[int, int] | None = None  # (i, n): the i-th of n disjoint parts of the grid
     ceilings: dict[str, dict] = field(default_factory=dict)  # "device/dtype" -> Ceilings as dict
+    allocator: str = conditions.DEFAULT_ALLOCATOR  # the worker processes' allocator policy (conditions.py)
+    #: implementations registered at run time in the parent (rules.registry.own_entries), for the workers
+    registry: dict[str, Any] = field(default_factory=dict)
 
 
 def now() -> str:
@@ -114,7 +133,7 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
         else:
             runnable.append(v)
 
-    samples: dict[str, list[float]] = {}
+    timings: dict[str, Timing] = {}
     workload = None
     try:
         if runnable:
@@ -134,109 +153,258 @@ def run_case(case: Case, settings: Settings, ceilings: ceilings_mod.Ceilings) ->
             tolerances={v.label: tolerance(case.torch_dtype, rules.lookup(case.rule, v.impl).rtol) for v in runnable},
             extra={CALIBRATION: workload.calibration()})
         for label, out in outcomes.items():
-            row = rows[label]
-            row.update(status=out.status, reason=out.reason, error=out.error, tolerance=out.tolerance,
-                       compile_s=out.compile_s, first_call_s=out.first_call_s,
-                       peak_memory_bytes=None if math.isnan(out.peak_bytes) else out.peak_bytes)
+            rows[label].update(status=out.status, reason=out.reason, error=out.error, tolerance=out.tolerance,
+                               compile_s=out.compile_s, first_call_s=out.first_call_s, peak_memory_bytes=out.peak_bytes)
             if out.timing is not None:
-                row.update(out.timing.columns())
-                samples[label] = out.timing.samples
+                timings[label] = out.timing
         if CALIBRATION in extra:
-            samples[CALIBRATION] = extra[CALIBRATION].samples
-        _speedups(case, rows, {label: o.timing for label, o in outcomes.items() if o.timing is not None})
+            timings[CALIBRATION] = extra[CALIBRATION]
     del workload
     dev.release(case.device)
-    stamp = now()
     for row in rows.values():
         row.setdefault("status", Status.ERROR)
+    return list(rows.values()), timings
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _finite(values: list[Any]) -> list[float]:
+    return [v for v in map(_number, values) if math.isfinite(v)]
+
+
+def combine(measurements: list[tuple[list[dict], dict[str, Timing]]],
+            ceilings: ceilings_mod.Ceilings | None) -> tuple[list[dict], dict[str, dict]]:
+    """One case's rows and sample records from its measurement in each process (in process order).
+
+    A variant is ``ok`` only if every process timed it (else the first other status, and where
+    it happened); its samples are pooled with their process index; error and peak memory are the
+    largest over processes, compile and first-call times the median; the speedup interval is the
+    hierarchical bootstrap of pooling.py, paired by round.
+    """
+    count = len(measurements)
+    rows_out: list[dict] = []
+    pooled: dict[str, Timing] = {}
+    for template in measurements[0][0]:
+        label = template["label"]
+        versions = [next(r for r in rows if r["label"] == label) for rows, _ in measurements]
+        row = dict(template)
+        failed = next((i for i, v in enumerate(versions) if v["status"] != Status.OK), None)
+        if failed is not None:
+            where = (f" (in process {failed + 1} of {count})"
+                     if count > 1 and any(v["status"] == Status.OK for v in versions) else "")
+            row.update(status=versions[failed]["status"], reason=f"{versions[failed]['reason']}{where}")
+        for column, pick in (("error", max), ("peak_memory_bytes", max)):
+            found = _finite([v.get(column) for v in versions])
+            row[column] = pick(found) if found else None
+        for column in ("compile_s", "first_call_s"):
+            found = _finite([v.get(column) for v in versions])
+            row[column] = float(np.median(found)) if found else None
+        timed = [t[label] for _, t in measurements if label in t]
+        if row["status"] == Status.OK and len(timed) == count:
+            pooled[label] = Timing.pooled(timed)
+            row.update(pooled[label].columns())
+        rows_out.append(row)
+    calibration = [t[CALIBRATION] for _, t in measurements if CALIBRATION in t]
+    if calibration and len(calibration) == count:
+        pooled[CALIBRATION] = Timing.pooled(calibration)
+    stamp = now()
+    for row in rows_out:
+        base = row.get("baseline")
+        if base in pooled and row["label"] in pooled:
+            row.update(speedup_columns(pooled[base], pooled[row["label"]]))
         row["finished_at"] = stamp
         if row["status"] == Status.OK and row.get("median_s"):
             row["flop_per_s"] = row["flops"] / row["median_s"]
             row["byte_per_s"] = row["bytes"] / row["median_s"]
-            row["pct_of_attainable"] = 100.0 * row["flop_per_s"] / ceilings.attainable(row["flops"], row["bytes"])
-    return list(rows.values()), samples
+            if ceilings is not None:
+                row["pct_of_attainable"] = 100.0 * row["flop_per_s"] / ceilings.attainable(row["flops"], row["bytes"])
+    return rows_out, {label: t.record() for label, t in pooled.items()}
 
 
-def _speedups(case: Case, rows: dict[str, dict], timings: dict[str, Timing]) -> None:
-    base = case.baseline_variant()
-    if base is None or base.label not in timings:
-        return
-    for label, t in timings.items():
-        rows[label].update(speedup_columns(timings[base.label].samples, t.samples))
-
-
-# -- one device --------------------------------------------------------------------------
+# -- one device, in one worker process -----------------------------------------------------
 def run_device(device: str, cases: list[Case], settings: Settings, emit: Emit) -> None:
-    """Run the cases of one device in order; report through ``emit(kind, payload)``."""
+    """Run the cases of one device in order, subnormals flushed; report through ``emit(kind, payload)``."""
     threads_before = torch.get_num_threads()
     if torch.device(device).type == "cuda":
         torch.cuda.set_device(torch.device(device))
     elif settings.threads or settings.policy.threads:
         torch.set_num_threads(settings.threads or settings.policy.threads)
     try:
-        _run_cases(device, cases, settings, emit)
-    finally:  # the CPU runs in the caller's process: leave its thread count as it was
+        with conditions.flushed_subnormals():
+            _run_cases(device, cases, settings, emit)
+    finally:
         if torch.get_num_threads() != threads_before:
             torch.set_num_threads(threads_before)
+
+
+def ceilings_for(device: str, dtype: str, settings: Settings, emit: Emit,
+                 measured: dict[str, ceilings_mod.Ceilings]) -> ceilings_mod.Ceilings:
+    """The ceilings of device/dtype: given by the run (measured by its first process) or measured now."""
+    key = f"{device}/{dtype}"
+    if key not in measured:
+        if key in settings.ceilings:
+            measured[key] = ceilings_mod.Ceilings(**settings.ceilings[key])
+        else:
+            emit("status", f"measuring {key} ceilings")
+            measured[key] = ceilings_mod.measure(device, getattr(torch, dtype), ceilings_mod.probe_policy(settings.policy))
+            emit("ceilings", measured[key].as_dict())
+    return measured[key]
 
 
 def _run_cases(device: str, cases: list[Case], settings: Settings, emit: Emit) -> None:
     measured: dict[str, ceilings_mod.Ceilings] = {}
     for case in cases:
-        key = f"{device}/{case.dtype}"
-        if key not in measured:
-            emit("status", f"measuring {key} ceilings")
-            measured[key] = ceilings_mod.measure(device, case.torch_dtype, ceilings_mod.probe_policy(settings.policy))
-            emit("ceilings", measured[key].as_dict())
+        ceilings = ceilings_for(device, case.dtype, settings, emit, measured)
         emit("start", case.case_id)
-        rows, samples = run_case(case, settings, measured[key])
-        emit("case", (rows, samples))
+        rows, timings = run_case(case, settings, ceilings)
+        emit("measured", (case.case_id, rows, {label: t.record() for label, t in timings.items()}))
 
 
-def _worker(device: str, cases: list[Case], settings: Settings, queue) -> None:
+def _die_with(parent: int) -> None:
+    """Linux: this process is killed when its parent dies (a parent killed with -9 leaves no orphan that
+    goes on measuring beside the resumed run)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
+
+
+def _worker(device: str, cases: list[Case], settings: Settings, queue, parent: int) -> None:
+    _die_with(parent)
     try:
         import_plugins(settings.imports)
-        run_device(device, cases, settings, lambda kind, payload: queue.put((device, kind, payload)))
+        rules.registry.adopt(settings.registry)
+        send = lambda kind, payload: queue.put((device, kind, payload))  # noqa: E731
+        send("conditions", {**conditions.describe(settings.allocator), "page_fault_s": conditions.fault_seconds()})
+        run_device(device, cases, settings, send)
     except BaseException as exc:  # reported to the parent, which records it
         queue.put((device, "failed", one_line(exc)))
     finally:
         queue.put((device, "done", None))
 
 
-def execute(cases: list[Case], settings: Settings, emit: Emit, isolate: bool = False) -> None:
-    """Run every case: GPUs in their own processes when several (or ``isolate``), then the CPU here."""
-    by_device: dict[str, list[Case]] = {}
-    for case in cases:
-        by_device.setdefault(case.device, []).append(case)
-    gpus = [d for d in by_device if d != "cpu"]
-    in_process = [d for d in by_device if d == "cpu" or (len(gpus) == 1 and not isolate)]
-    workers = [d for d in by_device if d not in in_process]
-    if isolate and "cpu" in in_process:
-        workers.append("cpu")
-        in_process.remove("cpu")
-    if workers:
-        ctx = multiprocessing.get_context("spawn")
-        queue = ctx.Queue()
-        procs = [ctx.Process(target=_worker, args=(d, by_device[d], settings, queue), daemon=True) for d in workers]
-        for p in procs:
-            p.start()
-        pending = set(workers)
+def _run_workers(jobs: dict[str, list[Case]], settings: Settings, on_message: Callable[[str, str, Any], None]) -> None:
+    """One worker process per device, all at once; messages go to ``on_message(device, kind, payload)``.
+    A worker that dies without saying it is done is reported as ``failed``."""
+    ctx = multiprocessing.get_context("spawn")
+    channel = ctx.Queue()
+    procs = {}
+    with conditions.started_with(settings.allocator):
+        for device, cases in jobs.items():
+            procs[device] = ctx.Process(target=_worker, args=(device, cases, settings, channel, os.getpid()),
+                                        daemon=True)
+            procs[device].start()
+    pending = set(jobs)
+    try:
+        while pending:
+            try:
+                device, kind, payload = channel.get(timeout=1.0)
+            except queues.Empty:
+                for device in [d for d in pending if not procs[d].is_alive()]:
+                    try:  # its last messages may still be in the pipe
+                        while True:
+                            d, kind, payload = channel.get(timeout=0.5)
+                            if kind == "done":
+                                pending.discard(d)
+                            else:
+                                on_message(d, kind, payload)
+                    except queues.Empty:
+                        pass
+                    if device in pending:
+                        pending.discard(device)
+                        on_message(device, "failed", f"its worker process died (exit code {procs[device].exitcode})")
+                continue
+            if kind == "done":
+                pending.discard(device)
+            else:
+                on_message(device, kind, payload)
+    finally:
+        for proc in procs.values():
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+
+
+def process_order(cases: list[Case], seed: int, process: int) -> list[Case]:
+    """The order in which process ``process`` measures ``cases``: shuffled from the seed and the index."""
+    order = list(cases)
+    random.Random(f"{seed}/{process}").shuffle(order)
+    return order
+
+
+def execute(cases: list[Case], settings: Settings, emit: Emit,
+            measured: dict[str, dict[int, tuple[list[dict], dict[str, Timing]]]] | None = None) -> None:
+    """Measure every case in ``settings.policy.processes`` worker processes and emit each finished case.
+
+    ``measured`` (a resumed run): case_id -> process -> (rows, timings) already measured; those
+    are not measured again. Emits ``measured`` (case_id, process, rows, sample records) per process,
+    ``case`` (rows, sample records) when a case is complete, and ``start``, ``status``,
+    ``ceilings``, ``conditions``, ``failed``.
+    """
+    count = settings.policy.processes
+    if not settings.registry:
         try:
-            while pending:
-                device, kind, payload = queue.get()
-                if kind == "done":
-                    pending.discard(device)
-                elif kind == "failed":
-                    emit("failed", f"{device}: {payload}")
-                else:
-                    emit(kind, payload)
-        finally:
-            for p in procs:
-                p.join(timeout=5)
-                if p.is_alive():
-                    p.terminate()
-    for device in sorted(in_process, key=lambda d: d == "cpu"):  # GPUs first, the CPU alone last
-        run_device(device, by_device[device], settings, emit)
+            settings = Settings(**{**settings.__dict__, "registry": rules.registry.own_entries()})
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    measured = {k: dict(v) for k, v in (measured or {}).items()}
+    ceilings = {k: ceilings_mod.Ceilings(**v) for k, v in settings.ceilings.items()}
+    by_id = {c.case_id: c for c in cases}
+    finished: set[str] = set()
+
+    def finish(case_id: str) -> None:
+        case = by_id[case_id]
+        parts = [measured[case_id][p] for p in sorted(measured[case_id])]
+        emit("case", combine(parts, ceilings.get(f"{case.device}/{case.dtype}")))
+        finished.add(case_id)
+
+    for case_id in [c for c in by_id if len(measured.get(c, {})) >= count]:
+        finish(case_id)
+    for process in range(count):
+        pending = [c for c in cases if c.case_id not in finished and process not in measured.get(c.case_id, {})]
+        if not pending:
+            continue
+        given = Settings(**{**settings.__dict__, "ceilings": {k: c.as_dict() for k, c in ceilings.items()}})
+
+        def on_message(device: str, kind: str, payload: Any, process: int = process) -> None:
+            if kind == "measured":
+                case_id, rows, records = payload
+                measured.setdefault(case_id, {})[process] = (rows, {k: Timing.from_record(r) for k, r in records.items()})
+                emit("measured", (case_id, process, rows, records))
+                if len(measured[case_id]) >= count:
+                    finish(case_id)
+            elif kind == "ceilings":
+                ceilings.setdefault(f"{payload['device']}/{payload['dtype']}", ceilings_mod.Ceilings(**payload))
+                emit(kind, payload)
+            elif kind == "conditions":
+                emit(kind, {**payload, "process": process})
+            elif kind == "start":
+                emit(kind, f"{payload} (process {process + 1}/{count})" if count > 1 else payload)
+            elif kind == "failed":
+                emit(kind, f"{device}, process {process + 1}: {payload}")
+            else:
+                emit(kind, payload)
+
+        order = process_order(pending, settings.seed, process)
+        gpus = {d: [c for c in order if c.device == d] for d in dict.fromkeys(c.device for c in order) if d != "cpu"}
+        for jobs in (gpus, {"cpu": [c for c in order if c.device == "cpu"]}):
+            jobs = {d: cs for d, cs in jobs.items() if cs}
+            if jobs:
+                _run_workers(jobs, given, on_message)
+    for case in cases:  # a worker died: its cases keep the processes that measured them
+        if case.case_id in finished:
+            continue
+        if measured.get(case.case_id):
+            finish(case.case_id)
+        else:
+            rows = [{**base_row(case, v, settings), "status": Status.ERROR, "finished_at": now(),
+                     "reason": "no worker process measured it (each died before; see env.json's failures)"}
+                    for v in case.variants]
+            emit("case", (rows, {}))
 
 
 def default_run_id(grid: Grid, devices: list[str]) -> str:
@@ -261,15 +429,24 @@ def run_info(grid: Grid, settings: Settings, run_settings: dict[str, Any], devic
             "shard": {"index": shard[0], "count": shard[1]} if shard else None,
             "settings": run_settings,
             "ceilings": {}, "calibration": CALIBRATION_KIND,
+            "conditions": {"allocator": settings.allocator, "allocator_policy": conditions.ALLOCATORS[settings.allocator],
+                           "subnormals": conditions.SUBNORMALS, "processes": []},
             "env": environment.collect(settings.seed, argv if argv is not None else sys.argv)}
 
 
 def record(result_set: ResultSet) -> Emit:
-    """An emit that writes finished cases and measured ceilings into the result set."""
+    """An emit that writes each process's measurements, finished cases, measured ceilings and the
+    processes' conditions into the result set."""
     def emit(kind: str, payload: Any) -> None:
-        if kind == "case":
+        if kind == "measured":
+            result_set.append_measured(*payload)
+        elif kind == "case":
             rows, samples = payload
             result_set.append_case(rows, samples)
+        elif kind == "conditions":
+            env = result_set.env()
+            env.setdefault("conditions", {}).setdefault("processes", []).append(payload)
+            result_set.write_env(env)
         elif kind == "ceilings":
             env = result_set.env()
             env.setdefault("ceilings", {})[f"{payload['device']}/{payload['dtype']}"] = payload

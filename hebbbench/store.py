@@ -2,8 +2,12 @@
 
 - ``results.csv``: tidy, one row per case × implementation variant (columns: COLUMNS);
 - ``samples.jsonl``: the raw samples, one JSON object per case × variant, and one per case
-  labelled ``CALIBRATION``: the calibration product timed in the same rounds (the i-th
-  sample of every variant and of the calibration come from the same round);
+  labelled ``CALIBRATION``: the calibration product timed in the same rounds. ``process``
+  names each sample's worker process and ``faults`` its call's minor page faults (absent in
+  sets measured before processes were recorded: one process); within a process the i-th
+  sample of every variant and of the calibration come from the same round;
+- ``processes.jsonl`` (while a grid run is unfinished): each worker process's measurement of a
+  case, until all the case's processes are in and its rows are written;
 - ``env.json``: the environment, the resolved grid, the run's start and end, the schema version.
 
 The rows of a case are appended in one write and flushed (then fsync'ed) as the case
@@ -49,6 +53,9 @@ from hebbbench.errors import UserError
 
 SCHEMA_VERSION = 1
 RESULTS, SAMPLES, ENV = "results.csv", "samples.jsonl", "env.json"
+#: a grid run's per-process measurements of cases not finished yet (rows and samples of one
+#: worker process per line); a case's rows go to results.csv once all its processes are in.
+MEASURED = "processes.jsonl"
 
 
 class Kind(StrEnum):
@@ -219,10 +226,13 @@ COLUMNS = [
     "schema", "run_id", "case_id", "sweep", "rule", "rule_options", "impl", "impl_options", "label",
     "baseline", "layer", "layer_kind", "layer_spec", "batch", "n", "m", "d", "dtype", "device",
     "device_name", "threads", "what", "status", "reason", "error", "tolerance", "median_s", "q1_s",
-    "q3_s", "iqr_s", "rel_iqr", "noisy", "n_samples", "speedup", "speedup_lo", "speedup_hi",
+    "q3_s", "iqr_s", "rel_iqr", "noisy", "n_samples", "processes", "process_spread", "unstable",
+    "speedup", "speedup_lo", "speedup_hi", "faults_per_call",
     "flops", "bytes", "flop_per_s", "byte_per_s", "pct_of_attainable", "peak_memory_bytes", "memory_method",
     "predicted_memory_bytes", "predicted_s", "compile_s", "first_call_s", "finished_at",
 ]
+#: grid columns added after schema 1's first sets, with the value an older row reads as (one process).
+LATER_COLUMNS = {"processes": 1, "process_spread": math.nan, "unstable": False, "faults_per_call": math.nan}
 
 
 class Status(StrEnum):
@@ -311,7 +321,11 @@ class ResultSet:
         lines = _complete_lines(self.path / RESULTS)
         if not lines:
             return pd.DataFrame(columns=COLUMNS)
-        return pd.read_csv(io.StringIO("".join(lines)), keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(io.StringIO("".join(lines)), keep_default_na=False, na_values=[""])
+        for column, value in LATER_COLUMNS.items():
+            if column not in frame.columns:
+                frame[column] = value
+        return frame
 
     def doubled(self, frame: pd.DataFrame) -> str | None:
         """Why the rows cannot be trusted when a (case, variant) appears twice (two writers once appended
@@ -336,13 +350,29 @@ class ResultSet:
                     "rows are missing (a truncated or edited file)")
         return None
 
-    def samples(self, calibration: bool = False) -> dict[tuple[str, str], list[float]]:
-        """Raw samples keyed by (case_id, label); the calibration's too when ``calibration``."""
+    def sample_records(self, calibration: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
+        """samples.jsonl's records keyed by (case_id, label) (``samples``, and ``process`` and ``faults``
+        where recorded: :meth:`hebbbench.measure.timing.Timing.from_record` reads them); the
+        calibration's too when ``calibration``. A set measured in one process has no ``process``."""
         out = {}
         for line in _complete_lines(self.path / SAMPLES):
             record = json.loads(line)
             if calibration or record["label"] != CALIBRATION:
-                out[(record["case_id"], record["label"])] = record["samples"]
+                out[(record["case_id"], record["label"])] = record
+        return out
+
+    def samples(self, calibration: bool = False) -> dict[tuple[str, str], list[float]]:
+        """Raw samples keyed by (case_id, label), all processes together."""
+        return {key: r["samples"] for key, r in self.sample_records(calibration).items()}
+
+    def measured(self) -> dict[str, dict[int, dict[str, Any]]]:
+        """The per-process measurements of unfinished cases: case_id -> process -> the record that
+        :meth:`append_measured` wrote (``rows``, and ``timings``: label -> sample record)."""
+        done, out = self.done_case_ids(), {}
+        for line in _complete_lines(self.path / MEASURED):
+            record = json.loads(line)
+            if record["case_id"] not in done:
+                out.setdefault(record["case_id"], {})[int(record["process"])] = record
         return out
 
     def done_case_ids(self) -> set[str]:
@@ -358,6 +388,15 @@ class ResultSet:
         done = self.done_case_ids()
         kept = [line for line in _complete_lines(self.path / SAMPLES) if json.loads(line)["case_id"] in done]
         self._rewrite(SAMPLES, kept)
+        if (self.path / MEASURED).exists():
+            pending = [line for line in _complete_lines(self.path / MEASURED)
+                       if json.loads(line)["case_id"] not in done]
+            self._rewrite(MEASURED, pending)
+
+    def drop_measured(self) -> None:
+        """Remove processes.jsonl once every case it held is in results.csv (the run is complete)."""
+        if (self.path / MEASURED).exists() and not self.measured():
+            (self.path / MEASURED).unlink()
 
     def _rewrite(self, name: str, lines: list[str]) -> None:
         tmp = self.path / (name + ".tmp")
@@ -365,11 +404,18 @@ class ResultSet:
         os.replace(tmp, self.path / name)
 
     # -- appending -------------------------------------------------------------------
-    def append_case(self, rows: list[dict[str, Any]], samples: dict[str, list[float]]) -> None:
-        """Write one finished case: its samples, then its rows, each in one flushed write."""
+    def append_measured(self, case_id: str, process: int, rows: list[dict[str, Any]],
+                        timings: dict[str, dict[str, Any]]) -> None:
+        """Keep one worker process's measurement of a case (its rows, and its sample records by label)
+        until the case's other processes are in."""
+        record = {"case_id": case_id, "process": process, "rows": _strict(rows), "timings": timings}
+        self._append(MEASURED, json.dumps(record, allow_nan=False) + "\n")
+
+    def append_case(self, rows: list[dict[str, Any]], samples: dict[str, dict[str, Any]]) -> None:
+        """Write one finished case: its sample records by label, then its rows, each in one flushed write."""
         case_id = rows[0]["case_id"]
-        text = "".join(json.dumps({"case_id": case_id, "label": label, "samples": values}) + "\n"
-                       for label, values in samples.items())
+        text = "".join(json.dumps({"case_id": case_id, "label": label, **record}) + "\n"
+                       for label, record in samples.items())
         self._append(SAMPLES, text)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="raise", lineterminator="\n")

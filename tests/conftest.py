@@ -3,6 +3,8 @@ the command line run in-process, test doubles registered for one test or module 
 
 from __future__ import annotations
 
+import os
+
 import functools
 import sys
 import warnings
@@ -23,6 +25,8 @@ def pytest_addoption(parser):
     parser.addoption("--repeats", type=int, default=DEFAULT_REPEATS,
                      help=f"repeats of each real-timing comparison test (default {DEFAULT_REPEATS}; "
                           "e.g. pytest -m bench --repeats 20)")
+    parser.addoption("--runs", type=int, default=5,
+                     help="independent runs of the grid in tests/bench/test_reproducibility.py (default 5)")
 
 
 def pytest_generate_tests(metafunc):
@@ -112,14 +116,45 @@ def register():
         yield rules.register
 
 
-class Flaky(rules.HPCA):
-    """HPCA-fh that raises while ``failing`` is set: a case that did not run (hpca/test-flaky, see `flaky`)."""
+FAILING = "HEBBBENCH_TEST_FAILING"
 
-    failing = False
+
+class Flaky(rules.HPCA):
+    """HPCA-fh that raises while the variable FAILING is set: a case that did not run (hpca/test-flaky,
+    see `flaky`). The switch is an environment variable because the worker processes that measure
+    inherit the environment (and import this class by reference)."""
 
     def delta(self, x, y, w):
-        if Flaky.failing:
+        if os.environ.get(FAILING):
             raise RuntimeError("injected failure")
+        return rules.get("hpca").delta(x, y, w)
+
+
+class FlakySwitch:
+    """``flaky.failing = True`` makes Flaky raise, in this process and in the workers it starts."""
+
+    @property
+    def failing(self) -> bool:
+        return bool(os.environ.get(FAILING))
+
+    @failing.setter
+    def failing(self, value: bool) -> None:
+        if value:
+            os.environ[FAILING] = "1"
+        else:
+            os.environ.pop(FAILING, None)
+
+
+CRASH = "HEBBBENCH_TEST_CRASH"
+
+
+class Crash(rules.HPCA):
+    """HPCA-fh whose process exits at once (no exception, no cleanup) while CRASH is set: a worker
+    process that dies, as one hit by a segfault or the OOM killer would."""
+
+    def delta(self, x, y, w):
+        if os.environ.get(CRASH):
+            os._exit(3)
         return rules.get("hpca").delta(x, y, w)
 
 
@@ -127,7 +162,9 @@ class Flaky(rules.HPCA):
 def flaky():
     """Flaky registered as ("hpca", "test-flaky") for the tests of one module (module-scoped fixtures use it)."""
     with rules.registered("hpca", "test-flaky", Flaky):
-        yield Flaky
+        switch = FlakySwitch()
+        yield switch
+        switch.failing = False
 
 
 @functools.cache

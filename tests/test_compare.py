@@ -16,6 +16,7 @@ from conftest import planted_slowdown, run_cli
 import hebbbench
 from hebbbench.gate.compare import Comparison, Verdict, compare, judge, short_case_ids, table
 from hebbbench.errors import UserError
+from hebbbench.measure.timing import Timing
 from hebbbench.store import ResultSet
 
 DATA = Path(__file__).parent / "data"
@@ -23,8 +24,11 @@ GATE, TINY = DATA / "gate.toml", DATA / "tiny.toml"
 
 
 # -- the decision, on seeded samples ---------------------------------------------------------
-def timed(rng, median, rounds=60, spread=0.05):
-    return list(median * rng.lognormal(0.0, spread, rounds))
+def timed(rng, median, rounds=60, spread=0.05, levels=(1.0,)):
+    """Samples of len(levels) processes, ``rounds`` each, process p's times scaled by levels[p]."""
+    values = [median * level * rng.lognormal(0.0, spread, rounds) for level in levels]
+    return Timing([float(v) for part in values for v in part],
+                  [p for p in range(len(levels)) for _ in range(rounds)] if len(levels) > 1 else [])
 
 
 @pytest.mark.parametrize("slowdown, spread, rounds, expected", [
@@ -51,9 +55,28 @@ def test_judge_cancels_a_slower_machine_round_by_round():
     rng = np.random.default_rng(1)
     load = np.where(np.arange(60) % 3 == 0, 2.0, 1.0)
     cal_b, base = timed(rng, 1e-3), timed(rng, 2e-3)
-    cal_n = list(3 * load * np.array(timed(rng, 1e-3)))
-    new = list(3 * load * np.array(timed(rng, 2e-3)))
+    cal_n = Timing(list(3 * load * np.array(timed(rng, 1e-3).samples)))
+    new = Timing(list(3 * load * np.array(timed(rng, 2e-3).samples)))
     assert judge(base, cal_b, new, cal_n)["status"] == "same"
+
+
+def test_judge_counts_the_variation_between_processes():
+    """Identical code whose processes land 1.6x apart (the allocator's luck): the runs' medians differ by
+    ~1.3x and each run's rounds are tight, so a bootstrap over rounds alone calls it slower; over
+    processes then rounds it is not believed. With processes that agree (as the pinned allocator makes
+    them), a real 2x slowdown is slower."""
+    rng = np.random.default_rng(3)
+    cal = lambda levels: timed(rng, 1e-3, 30, levels=(1.0,) * len(levels))  # noqa: E731
+    base_levels, new_levels = (1.0, 1.0, 1.6), (1.0, 1.6, 1.6)
+    base, new = timed(rng, 2e-3, 30, 0.02, base_levels), timed(rng, 2e-3, 30, 0.02, new_levels)
+    verdict = judge(base, cal(base_levels), new, cal(new_levels))
+    assert verdict["ratio"] > 1.25 and verdict["status"] == "inconclusive", verdict
+    flat = judge(Timing(base.samples), Timing(cal(base_levels).samples), Timing(new.samples),
+                 Timing(cal(new_levels).samples))
+    assert flat["status"] == "slower"  # what one process's worth of statistics concluded
+    agree = (1.0, 1.03, 1.06)
+    base, doubled = timed(rng, 2e-3, 30, 0.02, agree), timed(rng, 4e-3, 30, 0.02, agree[::-1])
+    assert judge(base, cal(agree), doubled, cal(agree))["status"] == "slower"
 
 
 def test_judge_does_not_judge_below_the_floor():
@@ -86,7 +109,7 @@ def run_compare(monkeypatch, capsys, *args):
 
 
 def test_tiny_runs_are_not_judged(tiny_sets, monkeypatch, capsys):
-    """Microseconds (below the floor) and at most 5 samples a case (tiny.toml): every case inconclusive."""
+    """Microseconds (below the floor) and one cycle of 6 rounds in one process (tiny.toml): every case inconclusive."""
     code, out, err = run_compare(monkeypatch, capsys, tiny_sets / "ok", tiny_sets / "ok2", "--markdown", "-")
     assert code == 0, err
     result = compare(tiny_sets / "ok", tiny_sets / "ok2")

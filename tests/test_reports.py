@@ -115,8 +115,8 @@ def test_failed_statuses_are_shown_with_reasons_never_as_numbers(tiny):
         assert set(frame.loc[frame["label"] == label, "status"]) == {status}
         line = table_row(text, "hpca", "fc", "2", "update", label)
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[5:8] == ["—", "—", "—"], line  # median, IQR, speedup
-        assert cells[8].startswith(f"**{status}**: ") and reason in cells[8], line
+        assert cells[5:9] == ["—", "—", "—", "—"], line  # median, IQR, processes, speedup
+        assert cells[9].startswith(f"**{status}**: ") and reason in cells[9], line
 
 
 def test_html_is_self_contained(tiny):

@@ -252,7 +252,7 @@ def test_bad_input_from_a_real_process_has_no_traceback(tmp_path):
 
 def test_worker_process_path_writes_the_same_rows(tmp_path):
     """The path each GPU takes when several run at once (a spawned worker per device), run on the CPU."""
-    frame = hebbbench.run(config=TINY, out=tmp_path / "w", rules=["hpca"], impls=["fh", "naive"], isolate=True)
+    frame = hebbbench.run(config=TINY, out=tmp_path / "w", rules=["hpca"], impls=["fh", "naive"])
     assert len(frame) == 8 * 2 and set(frame["status"]) == {"ok"}
     env = json.loads((tmp_path / "w" / "env.json").read_text())
     assert "cpu/float32" in env["ceilings"] and not env.get("failures")

@@ -45,13 +45,14 @@ def test_each_outcome_of_the_check_and_only_the_good_are_timed():
         extra={"@calibration": lambda: None})
     assert {k: o.status for k, o in outcomes.items()} == {
         "good": Status.OK, "wrong": Status.WRONG, "absent": Status.SKIPPED, "oom": Status.OOM, "broken": Status.ERROR}
-    assert outcomes["good"].timing is not None and len(outcomes["good"].timing.samples) == 3
+    # "good" and the calibration: a Williams cycle of 2 rounds, so min_rounds 3 means 4 (whole cycles)
+    assert outcomes["good"].timing is not None and len(outcomes["good"].timing.samples) == 4
     assert all(o.timing is None for k, o in outcomes.items() if k != "good")
     assert outcomes["good"].compile_s == 1.5 and outcomes["good"].error == 0.0
     assert outcomes["wrong"].error == pytest.approx(1.0) and "against the reference" in outcomes["wrong"].reason
     assert outcomes["absent"].reason == "Unavailable: needs a compiler that is not here"
     assert "ValueError: bad shape" in outcomes["broken"].reason
-    assert list(extra) == ["@calibration"] and len(extra["@calibration"].samples) == 3
+    assert list(extra) == ["@calibration"] and len(extra["@calibration"].samples) == 4
     # the check's first call and every timed sample start from the reset state
     assert log[:2] == ["reset", "reset"] and log.count("call") == log.count("reset") - 2
 

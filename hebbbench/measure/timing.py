@@ -12,9 +12,13 @@
   keep the same predecessor in k − 1 rounds out of k;
 - before every sample, outside the timed region: the last-level cache is flushed and
   the implementation's state is reset (e.g. the layer's weights);
-- rounds are added until every implementation's IQR/median is below ``target_rel_iqr``
-  or the case's time cap is reached; all raw samples are kept;
-- a speedup is a ratio of medians with a bootstrap 95 % interval (scipy.stats.bootstrap).
+- rounds are added, a whole Williams cycle at a time (so every position and predecessor is
+  balanced in the samples kept), until every implementation's IQR/median is below
+  ``target_rel_iqr`` or the case's time cap is reached; all raw samples are kept, each with
+  the minor page faults its call took (counted outside the clock: conditions.py);
+- one process measures; the harness runs each case in ``processes`` fresh worker processes
+  and pools them (pooling.py): a speedup is a ratio of pooled medians with a hierarchical
+  bootstrap 95 % interval, paired by round.
 """
 
 from __future__ import annotations
@@ -27,10 +31,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
-#: a case whose IQR/median exceeds this is flagged noisy.
-NOISY_REL_IQR = 0.10
+from hebbbench.measure import pooling
+from hebbbench.measure.conditions import minor_faults
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,13 @@ class TimingPolicy:
     """How long and how often to measure."""
 
     warmup_s: float = 0.2  # warm-up time per case, all implementations together
-    min_rounds: int = 5  # samples per implementation before the stopping rule applies
+    min_rounds: int = 10  # samples per implementation before the stopping rule applies (whole cycles)
     max_rounds: int = 200
-    min_rounds_capped: int = 3  # samples kept even when the time cap is hit earlier
+    min_rounds_capped: int = 3  # samples kept even when the time cap is hit earlier (at least one cycle)
     target_rel_iqr: float = 0.05
-    case_seconds: float = 10.0  # cap on warm-up + timing of one case
+    case_seconds: float = 10.0  # cap on warm-up + timing of one case, in one process
+    #: fresh worker processes that each measure every case (``--processes``); pooled by pooling.py
+    processes: int = 3
     flush_cache: bool = True
     #: CPU threads while the grid's CPU cases run (None: torch's default); ``--threads`` overrides.
     #: One thread is far steadier on a shared machine: a second thread stalls the call whenever
@@ -56,6 +61,8 @@ class TimingPolicy:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
+        if isinstance(self.processes, bool) or not isinstance(self.processes, int) or self.processes < 1:
+            raise ValueError(f"processes must be an integer >= 1, got {self.processes!r}")
         if not (math.isfinite(self.warmup_s) and self.warmup_s >= 0 and math.isfinite(self.case_seconds)
                 and self.case_seconds > 0 and math.isfinite(self.target_rel_iqr) and self.target_rel_iqr > 0):
             raise ValueError("warmup_s >= 0, case_seconds > 0 and target_rel_iqr > 0 are required")
@@ -135,9 +142,46 @@ def last_level_cache_bytes(device: torch.device) -> int:
 
 @dataclass
 class Timing:
-    """Raw samples of one implementation in one case, and their summary."""
+    """Raw samples of one implementation in one case, and their summary.
+
+    ``process`` names the worker process of each sample (empty: all from one process) and
+    ``faults`` the minor page faults of each sample's call (empty: not counted). Within one
+    process the samples are in round order.
+    """
 
     samples: list[float] = field(default_factory=list)
+    process: list[int] = field(default_factory=list)
+    faults: list[int] = field(default_factory=list)
+
+    @classmethod
+    def pooled(cls, timings: list["Timing"]) -> "Timing":
+        """The samples of one implementation measured in several processes, the i-th labelled process i."""
+        out = cls()
+        for index, t in enumerate(timings):
+            out.samples += list(t.samples)
+            out.process += [index] * len(t.samples)
+            out.faults += list(t.faults) if len(t.faults) == len(t.samples) else []
+        if len(out.faults) != len(out.samples):
+            out.faults = []
+        return out
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Timing":
+        return cls([float(v) for v in record["samples"]], [int(v) for v in record.get("process") or []],
+                   [int(v) for v in record.get("faults") or []])
+
+    def record(self) -> dict[str, Any]:
+        """As samples.jsonl stores it (``process`` and ``faults`` only when known)."""
+        out: dict[str, Any] = {"samples": self.samples}
+        if self.process:
+            out["process"] = self.process
+        if self.faults:
+            out["faults"] = self.faults
+        return out
+
+    def groups(self) -> list[np.ndarray]:
+        """The samples split by process, each in round order."""
+        return pooling.groups(self.samples, self.process)
 
     @property
     def median(self) -> float:
@@ -161,17 +205,22 @@ class Timing:
 
     @property
     def noisy(self) -> bool:
-        return bool(self.rel_iqr > NOISY_REL_IQR)
+        """Noisy within its processes: the median within-process IQR/median above 10 %."""
+        return bool(pooling.within_rel_iqr(self.groups()) > pooling.NOISY_REL_IQR)
 
     def columns(self) -> dict[str, Any]:
         """The row columns of these samples, the same in every kind of result set (``median_s``,
         ``q1_s``, ``q3_s``, ``n_samples`` of the key columns, and the spread beside them)."""
+        gs = self.groups()
         return {"median_s": self.median, "q1_s": self.q1, "q3_s": self.q3, "n_samples": len(self.samples),
-                "iqr_s": self.iqr, "rel_iqr": self.rel_iqr, "noisy": self.noisy}
+                "iqr_s": self.iqr, "rel_iqr": self.rel_iqr, "noisy": self.noisy,
+                "processes": len(gs), "process_spread": pooling.spread(gs) if gs else math.nan,
+                "unstable": pooling.unstable(gs),
+                "faults_per_call": float(np.median(self.faults)) if self.faults else math.nan}
 
 
 def round_orders(k: int) -> list[list[int]]:
-    """The Williams design for k implementations: k orders of range(k), 2k when k is odd.
+    """The Williams design for k implementations: k orders of range(k), 2k when k is odd (and > 1).
 
     In the first order 0, 1, k−1, 2, k−2, ... every difference between neighbours occurs
     once; adding i (mod k) gives order i. With k odd the mirrored orders are added.
@@ -184,7 +233,7 @@ def round_orders(k: int) -> list[list[int]]:
             first.append(high)
             high -= 1
     orders = [[(j + i) % k for j in first] for i in range(k)]
-    return orders + [order[::-1] for order in orders] if k % 2 else orders
+    return orders + [order[::-1] for order in orders] if k % 2 and k > 1 else orders
 
 
 def time_interleaved(
@@ -205,11 +254,13 @@ def time_interleaved(
     results = {name: Timing() for name in names}
     noop = lambda: None  # noqa: E731
 
-    def one(name: str) -> float:
+    def one(name: str) -> tuple[float, int]:
         reset.get(name, noop)()
         flush()
         clock.sync()
-        return clock.measure(calls[name])
+        before = minor_faults()
+        seconds = clock.measure(calls[name])
+        return seconds, minor_faults() - before
 
     started = time.perf_counter()
     # warm-up by time: every call at least once, round robin until warmup_s has passed
@@ -219,38 +270,30 @@ def time_interleaved(
         if time.perf_counter() - started >= policy.warmup_s:
             break
     orders = round_orders(len(names))
-    for round_index in range(policy.max_rounds):
-        for i in orders[round_index % len(orders)]:
-            results[names[i]].samples.append(one(names[i]))
+    cycle = len(orders)
+    whole = lambda rounds: cycle * max(1, math.ceil(rounds / cycle))  # noqa: E731 - rounds in whole cycles
+    for round_index in range(whole(policy.max_rounds)):
+        for i in orders[round_index % cycle]:
+            seconds, faults = one(names[i])
+            results[names[i]].samples.append(seconds)
+            results[names[i]].faults.append(faults)
         done = round_index + 1
-        elapsed = time.perf_counter() - started
-        if done >= policy.min_rounds and all(r.rel_iqr < policy.target_rel_iqr for r in results.values()):
+        if done % cycle:
+            continue  # stop only after a whole cycle of the design
+        if done >= whole(policy.min_rounds) and all(r.rel_iqr < policy.target_rel_iqr for r in results.values()):
             break
-        if elapsed >= policy.case_seconds and done >= policy.min_rounds_capped:
+        if time.perf_counter() - started >= policy.case_seconds and done >= whole(policy.min_rounds_capped):
             break
     return results
 
 
-def _median_ratio(baseline: np.ndarray, impl: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.median(baseline, axis=axis) / np.median(impl, axis=axis)
-
-
-def speedup_columns(baseline: list[float], impl: list[float]) -> dict[str, float]:
-    """``speedup``, ``speedup_lo``, ``speedup_hi`` of a row: :func:`speedup` of its samples over the baseline's."""
-    point, low, high = speedup(baseline, impl)
+def speedup_columns(baseline: Timing, impl: Timing, paired: bool | None = None) -> dict[str, float]:
+    """``speedup``, ``speedup_lo``, ``speedup_hi`` of a row: median(baseline) / median(impl) pooled over
+    processes, with the hierarchical bootstrap 95 % interval (pooling.py), paired by round when both
+    were timed in the same rounds (``paired`` None: when both have the same processes and as many
+    samples in each, as the interleaved timer gives)."""
+    base, mine = baseline.groups(), impl.groups()
+    if paired is None:
+        paired = baseline.process == impl.process and [len(g) for g in base] == [len(g) for g in mine]
+    point, low, high = pooling.ratio(base, mine, paired=paired)
     return {"speedup": point, "speedup_lo": low, "speedup_hi": high}
-
-
-def speedup(baseline: list[float], impl: list[float], confidence: float = 0.95,
-            resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """median(baseline) / median(impl) and its bootstrap (percentile) interval."""
-    if not baseline or not impl:
-        return math.nan, math.nan, math.nan
-    b, i = np.asarray(baseline, dtype=float), np.asarray(impl, dtype=float)
-    point = float(_median_ratio(b, i))
-    if len(b) < 2 or len(i) < 2:
-        return point, math.nan, math.nan
-    res = stats.bootstrap((b, i), _median_ratio, n_resamples=resamples, confidence_level=confidence,
-                          method="percentile", vectorized=True, paired=False,
-                          random_state=np.random.default_rng(seed))
-    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)

@@ -98,7 +98,7 @@ def build(run_dirs: list[str | Path] | str | Path, out: str | Path | None = None
             report.figures.append(FigureFile(stem, heading, png, svg, width, height))
             doc.add(render.Paragraph(made.caption), render.FigureBlock(stem, heading, png, svg))
     doc.add(render.Heading("Layers"), render.layer_table(data))
-    doc.add(render.Heading("Results"), render.glossary(), *render.results_tables(data))
+    doc.add(render.Heading("Results"), render.glossary(data), *render.results_tables(data), *render.faults_blocks(data))
     command = argv if argv is not None else ["hebbbench", "report", *map(str, run_dirs)] + (
         ["--out", str(out)] if out is not None else [])
     doc.add(render.Heading("Environment"), *render.environment_blocks(data, command))

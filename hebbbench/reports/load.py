@@ -155,7 +155,8 @@ def load(paths: list[str | Path]) -> Data:
     frame = pd.concat(parts, ignore_index=True)
     frame["origin"] = frame["run_id"] + ORIGIN_SEP + frame["device"].astype(str)
     frame["work"] = frame["n"].astype(float) * frame["m"].astype(float) * frame["d"].astype(float)
-    frame["noisy"] = frame["noisy"].map(lambda v: str(v).lower() == "true")
+    for flag in ("noisy", "unstable"):
+        frame[flag] = frame[flag].map(lambda v: str(v).lower() == "true")
     for column in ("reason", "baseline"):  # text, "" where empty (an all-empty column reads as floats)
         frame[column] = frame[column].map(lambda v: "" if pd.isna(v) else str(v))
     frame["layer_key"] = layer_keys(frame)

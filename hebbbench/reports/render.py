@@ -22,7 +22,7 @@ import pandas as pd
 from hebbbench.reports.load import Data, short_device_name
 from hebbbench.reports.markup import code, text
 from hebbbench.measure.units import format_seconds
-from hebbbench.measure.timing import NOISY_REL_IQR
+from hebbbench.measure.pooling import NOISY_REL_IQR, UNSTABLE_SPREAD
 
 DASH = "—"
 
@@ -171,13 +171,60 @@ def results_tables(data: Data) -> list[Any]:
         blocks.append(Heading(text(f"{data.title(origin, dtype).splitlines()[0]} — {origin}"), 3))
         base_status = {r["case_id"]: r["status"] for _, r in part[part["label"] == part["baseline"]].iterrows()}
         rows = [[*map(text, (r["rule"], r["layer_key"], r["batch"], r["what"], r["label"])), median_cell(r), iqr_cell(r),
-                 speedup_cell(r, base_status.get(r["case_id"])), status_cell(r), "noisy" if r["noisy"] else "",
+                 processes_cell(r), speedup_cell(r, base_status.get(r["case_id"])), status_cell(r), flags_cell(r),
                  error_cell(r)]
                 for _, r in part.iterrows()]
         blocks.append(Table(["rule", "layer", "B", "what", "implementation", "median", "IQR (of median)",
-                             "speedup [95 % CI]", "status", "noisy", "rel. error vs fh float64"], rows,
-                            align="llrllrrrllr"))
+                             "processes (spread)", "speedup [95 % CI]", "status", "flags", "rel. error vs fh float64"],
+                            rows, align="llrllrrrrllr"))
     return blocks
+
+
+def processes_cell(row: pd.Series) -> str:
+    """How many processes measured the row, and max/min of their medians."""
+    if row["status"] != "ok" or pd.isna(row.get("processes")):
+        return DASH
+    spread = row.get("process_spread")
+    return f"{int(row['processes'])}" + (f" ({spread:.2f}x)" if pd.notna(spread) and row["processes"] > 1 else "")
+
+
+def flags_cell(row: pd.Series) -> str:
+    return ", ".join(flag for flag in ("noisy", "unstable") if row.get(flag) is True)
+
+
+def fault_seconds(source_env: dict) -> float:
+    """The median cost of one page fault measured by a run's worker processes (NaN when not recorded)."""
+    costs = [p.get("page_fault_s") for p in (source_env.get("conditions") or {}).get("processes", [])]
+    costs = [c for c in costs if isinstance(c, (int, float)) and math.isfinite(c)]
+    return float(sorted(costs)[len(costs) // 2]) if costs else math.nan
+
+
+def faults_blocks(data: Data) -> list[Any]:
+    """The rows whose calls took page faults, and the share of their time those faults cost."""
+    frame = data.frame
+    if "faults_per_call" not in frame:
+        return []
+    faulting = frame[(frame["status"] == "ok") & (frame["faults_per_call"].fillna(0) > 0)]
+    if faulting.empty:
+        return []
+    cost = {index: fault_seconds(source.env) for index, source in enumerate(data.sources)}
+    rows = []
+    for _, r in faulting.sort_values("faults_per_call", ascending=False).iterrows():
+        seconds = r["faults_per_call"] * cost.get(r["source"], math.nan)
+        known = math.isfinite(seconds) and r["median_s"] > 0
+        rows.append([*map(text, (r["rule"], r["layer_key"], r["batch"], r["what"], r["label"])),
+                     f"{r['faults_per_call']:,.0f}", format_seconds(r["median_s"]),
+                     format_seconds(seconds) if known else "", f"{100 * seconds / r['median_s']:.0f} %" if known else ""])
+    allocators = sorted({str((s.env.get("conditions") or {}).get("allocator", "not recorded")) for s in data.sources})
+    return [Heading("Page faults", 3), Paragraph(
+        "Minor page faults per call (median over the samples; counted around each call, outside the clock), "
+        "and those faults times the cost of one fault measured by the run's worker processes (touching fresh "
+        "pages one thread at a time): an upper bound of the time they took, since a call's threads fault in "
+        "parallel (so it can exceed the median). Allocator policy: "
+        f"{text(', '.join(allocators))} (README, \"Reproducible numbers\", compares both policies). Faults "
+        "mean the time depends on how the allocator serves large temporaries, not only on the arithmetic."),
+        Table(["rule", "layer", "B", "what", "implementation", "page faults per call", "median",
+               "faults × cost", "of the median"], rows, align="llrllrrrr")]
 
 
 def environment_blocks(data: Data, argv_for_report: list[str]) -> list[Any]:
@@ -222,6 +269,20 @@ def environment_blocks(data: Data, argv_for_report: list[str]) -> list[Any]:
             ["budgets", f"memory {_bytes(settings.get('memory_budget')) or '80 % of the device'}; "
                         f"max {settings.get('max_case_seconds', '?')} s per call (predicted)"],
         ]
+        conditions = source.env.get("conditions") or {}
+        if conditions:
+            workers = conditions.get("processes") or []
+            info = (workers[0].get("allocator_info") if workers else None) or {}
+            settings_text = ", ".join(f"{k}={v}" for k, v in (info.get("settings") or {}).items()) or "none set"
+            processes = source.env.get("grid", {}).get("timing", {}).get("processes", "?")
+            rows.append(["worker processes", f"{processes} per case, each measuring every case (pooled)"])
+            rows.append(["allocator", f"{conditions.get('allocator', '?')}: {conditions.get('allocator_policy', '')} "
+                                      f"({info.get('library', '?')}; {settings_text})"])
+            rows.append(["page fault cost", (f"{fault_seconds(source.env) * 1e6:.2f} µs (median of the workers)"
+                                             if math.isfinite(fault_seconds(source.env)) else "not measured")])
+            rows.append(["subnormal floats", str(conditions.get("subnormals", "?"))])
+        else:
+            rows.append(["worker processes", "not recorded: measured in one process, allocator as found"])
         if source.env.get("failures"):
             rows.append(["worker failures", "; ".join(map(str, source.env["failures"]))])
         blocks.append(Heading(f"Run {text(source.run_id)}", 3))
@@ -261,12 +322,20 @@ def _bytes(value: Any) -> str:
     return f"{value:.0f} B"
 
 
-def glossary() -> Paragraph:
+def glossary(data: Data) -> Paragraph:
+    several = any((s.env.get("conditions") or {}).get("processes") for s in data.sources)
+    how = ("Every case was measured in several fresh worker processes (*processes*; the environment below says how "
+           "many), implementations interleaved round by round in each (a Williams design)." if several else
+           "Every case was measured in one process (the set predates measuring in several worker processes: "
+           "its intervals describe the rounds of that process only), implementations interleaved round by round.")
     return Paragraph(
-        "Times are medians of interleaved samples in one process (A B A B …); IQR: interquartile range, in "
-        f"brackets as a fraction of the median; *noisy*: IQR above {100 * NOISY_REL_IQR:.0f} % of the median. "
-        "Speedup = "
-        "median(baseline) / median(implementation) with a bootstrap 95 % interval. Every implementation's ΔW was "
+        how + " Times are medians of "
+        "all samples of all processes; IQR: interquartile range, in brackets as a fraction of the median; "
+        "*spread*: max/min of the per-process medians. Flags: *noisy*, the median within-process IQR above "
+        f"{100 * NOISY_REL_IQR:.0f} % of the median; *unstable*, processes that disagree beyond their own noise "
+        f"(spread above {UNSTABLE_SPREAD:g}x and the fastest and slowest processes' IQRs disjoint). Speedup = "
+        "median(baseline) / median(implementation) with a 95 % hierarchical bootstrap interval (processes, then "
+        "rounds within each, paired by round). Every implementation's ΔW was "
         "checked against the FastHebb form in float64 before it was timed (relative Frobenius error); *wrong*, "
         "*oom*, *skipped* and *error* variants were not timed and carry their reason.")
 

@@ -15,6 +15,7 @@ def cell(row: pd.Series) -> str:
     if row["status"] != "ok":
         return row["status"]
     mark = "~" if str(row.get("noisy")).lower() == "true" else ""
+    mark += "!" if str(row.get("unstable")).lower() == "true" else ""
     return format_seconds(row["median_s"]) + mark
 
 
@@ -59,7 +60,7 @@ def summary_frame(frame: pd.DataFrame) -> pd.DataFrame:
             if r is not None and r["label"] != base and pd.notna(r.get("speedup")):
                 line[f"{label} x"] = f"{r['speedup']:.1f}x"
         lines.append(line)
-    frame = pd.DataFrame(lines).fillna("")
+    frame = pd.DataFrame(lines).fillna("").sort_values(keys, kind="stable", ignore_index=True)  # not run order
     if "best" in frame:  # the best implementation's label next to its speedup
         best = frame.pop("best")
         frame.insert(len(frame.columns) - 1, "best", best)
@@ -76,6 +77,7 @@ def summary_tables(frame: pd.DataFrame, title: str = "hebbbench results") -> lis
         part = part.drop(columns=["device", "dtype"]).loc[:, lambda f: (f != "").any()]
         table = Table(title=escape(f"{title} — {device}, {dtype}"),
                       caption="x: speedup = median(baseline) / median(impl); ~ noisy (IQR/median > 10 %); "
+                              "! unstable (its processes disagree); "
                               "best: fh unless another implementation's IQR lies wholly below fh's; "
                               "every implementation's numbers are in results.csv",
                       box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))

@@ -58,6 +58,10 @@ from hebbbench.rules import compiled  # noqa: E402,F401  (registers fh-compiled)
 from hebbbench.rules import swta_triton  # noqa: E402,F401  (registers fh-triton; triton imported on use)
 from hebbbench.rules import graphed  # noqa: E402,F401  (registers fh-graph)
 
+from hebbbench.rules import registry  # noqa: E402
+
+registry.freeze_builtins()
+
 __all__ = [
     "HPCA", "KWTA", "SWTA", "Hebb", "Krotov", "Oja", "Unavailable", "Update", "available", "define_rule",
     "get", "impls", "lookup", "register", "registered", "rule_class", "rules", "scoped", "unregister",

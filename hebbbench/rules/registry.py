@@ -201,6 +201,12 @@ def check_shapes(x: Tensor, y: Tensor, w: Tensor) -> None:
 _RULES: dict[str, type[Update]] = {}
 _IMPLS: dict[tuple[str, str], type[Update]] = {}
 _plugins_loaded = False
+_BUILTIN: dict[tuple[str, str], type[Update]] = {}  # the registry as hebbbench's own modules leave it
+
+
+def freeze_builtins() -> None:
+    """Record the registry as importing hebbbench.rules leaves it (called once, at the end of that import)."""
+    _BUILTIN.update(_IMPLS)
 _UNSET = object()
 
 
@@ -293,6 +299,44 @@ def registered(rule: str, impl: str, cls: type[Update], *, overwrite: bool = Fal
     """
     with scoped():
         yield register(rule, impl, overwrite=overwrite)(cls)
+
+
+def own_entries() -> dict[str, Any]:
+    """The registry's entries that a fresh process does not get by importing hebbbench and its
+    entry-point plugins (implementations and rules registered or replaced at run time), to be
+    sent to worker processes (:func:`adopt`). Classes travel by reference: each must be defined
+    at the top level of an importable module; ValueError names the one that is not."""
+    import pickle
+
+    _load_plugins()
+    own = {"rules": {name: cls for name, cls in _RULES.items() if not _builtin(cls)},
+           "impls": {key: cls for key, cls in _IMPLS.items() if not _builtin(cls) or _BUILTIN.get(key) is not cls}}
+    for key, cls in [*own["rules"].items(), *own["impls"].items()]:
+        try:
+            pickle.loads(pickle.dumps(cls))
+        except Exception:  # noqa: BLE001 - any reason it cannot travel
+            name = "/".join(key) if isinstance(key, tuple) else key
+            raise ValueError(f"{name} ({cls.__module__}.{cls.__qualname__}) cannot be sent to the worker processes "
+                             "that measure: define it at the top level of an importable module (and pass that "
+                             "module with --import / imports=)") from None
+    return own
+
+
+def adopt(entries: dict[str, Any]) -> None:
+    """In a worker process: make the registry what :func:`own_entries` saw in the parent."""
+    _load_plugins()
+    for name, cls in entries.get("rules", {}).items():
+        if _RULES.get(name) is not cls:
+            _RULES[name] = cls
+            cls.rule = name
+    for (rule, impl), cls in entries.get("impls", {}).items():
+        if _IMPLS.get((rule, impl)) is not cls:
+            _IMPLS[(rule, impl)] = cls
+            cls.impl = impl
+
+
+def _builtin(cls: type) -> bool:
+    return cls.__module__.split(".")[0] in ("hebbbench", "baselines")
 
 
 def _load_plugins() -> None:

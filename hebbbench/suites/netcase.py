@@ -330,7 +330,7 @@ class NetworkCase:
             return {"speedup": math.nan, "speedup_lo": math.nan, "speedup_hi": math.nan}
         base, out = self.outcomes[(name, self.baseline.label)], self.outcomes[(name, v.label)]
         if base.status == OK and out.status == OK and base.timing is not None and out.timing is not None:
-            return speedup_columns(base.timing.samples, out.timing.samples)
+            return speedup_columns(base.timing, out.timing)
         return {"speedup": base.seconds / out.seconds, "speedup_lo": math.nan, "speedup_hi": math.nan}
 
     def layer_rows(self) -> list[dict[str, Any]]:
@@ -399,7 +399,7 @@ class NetworkCase:
         if base is None or not (math.isfinite(medians[base.label]) and math.isfinite(medians[v.label])):
             return {"speedup": math.nan, "speedup_lo": math.nan, "speedup_hi": math.nan}
         if base.label in self.step_timings and v.label in self.step_timings:
-            return speedup_columns(self.step_timings[base.label].samples, self.step_timings[v.label].samples)
+            return speedup_columns(self.step_timings[base.label], self.step_timings[v.label])
         ratios = self._step_draws(base) / self._step_draws(v)
         return {"speedup": medians[base.label] / medians[v.label], "speedup_lo": float(np.percentile(ratios, 2.5)),
                 "speedup_hi": float(np.percentile(ratios, 97.5))}

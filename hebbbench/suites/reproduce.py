@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from hebbbench.measure import conditions
 from hebbbench._version import __version__
 from hebbbench.suites.claims import published_claims
 from hebbbench.measure import ceilings as ceilings_mod
@@ -119,6 +120,7 @@ def _normalise_impls(impls: Sequence[tuple[str, dict[str, Any]] | str]) -> list[
     return out
 
 
+@conditions.measuring
 def reproduce(
     networks: Sequence[str] = ("6layer",),
     rules: Sequence[str] = ("swta", "hpca"),

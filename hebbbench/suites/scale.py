@@ -69,6 +69,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hebbbench.measure import conditions
 from hebbbench import rules
 from hebbbench.measure import environment
 from hebbbench.nn.data import synthetic_batches
@@ -221,6 +222,7 @@ def now() -> str:
 
 
 # -- one world size, run by every rank ------------------------------------------------------
+@conditions.measuring
 def measure(comm: Comm, config: ScaleConfig, device: str, scratch: str | None = None) -> list[dict[str, Any]]:
     """Time every (rule, impl) on this rank's shards; rank 0 returns the results (others: []).
 
@@ -314,7 +316,7 @@ def add_speedups(frame: pd.DataFrame, steps: dict[tuple[str, str], np.ndarray]) 
     for index, row in frame.iterrows():
         base, mine = steps.get((row["case_id"], row["baseline"])), steps.get((row["case_id"], row["label"]))
         if row["status"] == "ok" and base is not None and mine is not None:
-            columns = speedup_columns(list(base), list(mine))
+            columns = speedup_columns(Timing(list(base)), Timing(list(mine)), paired=False)  # separate runs
             frame.loc[index, list(columns)] = list(columns.values())
     return frame
 
@@ -380,7 +382,8 @@ class ScaleSet:
                     "network": {"spec": dataclasses.asdict(config.spec()),
                                 "layers": [s.as_dict() for s in layer_shapes(config.spec(), config.base_batch())]},
                     "threads_per_rank": {}, "failures": [],
-                    "env": environment.collect(config.seed, argv if argv is not None else sys.argv)}
+                    "env": environment.collect(config.seed, argv if argv is not None else sys.argv),
+                    "conditions": conditions.describe()}
         self._write_env()
         (self.path / SAMPLES).write_text("")
         self._write_rows()
