@@ -200,7 +200,8 @@ def run(preset: str | RunConfig | None = None, *, out: str | Path | None = None,
             out = fresh_folder(Path("results") / settings.run_id)
             settings.run_id = out.name
     rs = open_run(Path(out), resume is not None,
-                  lambda: run_info(grid, settings, run_config.as_dict(), used, argv, len(cases), len(all_cases)))
+                  lambda: run_info(grid, settings, run_config.as_dict(), used, argv, len(cases), len(all_cases)),
+                  cases)
     done = rs.done_case_ids()
     todo = [c for c in cases if c.case_id not in done]
     measured = {case_id: {p: (r["rows"], {k: Timing.from_record(v) for k, v in r["timings"].items()})

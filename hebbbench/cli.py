@@ -331,9 +331,8 @@ def baseline_update(
     from hebbbench.gate.baseline import PRESET, update
     from hebbbench.reports.summary import summary_tables
 
-    err_console.print(f"recording {preset or (config or PRESET)} to replace {out} once it has run", markup=False,
-                      highlight=False)
     frame = update(RunConfig(preset=preset or (None if config else PRESET), config=config), out, force=force,
+                   say=lambda text: err_console.print(text, markup=False, highlight=False, soft_wrap=True),
                    progress=progress, console=err_console, argv=sys.argv)
     for table in summary_tables(frame, title=str(out)):
         out_console.print(table)

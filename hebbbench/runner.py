@@ -458,10 +458,11 @@ def record(result_set: ResultSet) -> Emit:
     return emit
 
 
-def open_run(out: Path, resume: bool, make_env: Callable[[], dict]) -> ResultSet:
+def open_run(out: Path, resume: bool, make_env: Callable[[], dict], cases: list[Case]) -> ResultSet:
+    """A new result set, or the one to resume: repaired, a case a kill left with only some rows dropped."""
     if resume:
         rs = ResultSet.open(out, "hebbbench run --resume", started=True).lock_for_writing()  # one writer here
-        rs.repair()
+        rs.repair({c.case_id: {v.label for v in c.variants} for c in cases})
         rs.update_env(status="running", resumed_at=now())
         return rs
     return ResultSet.create(out, make_env())

@@ -141,12 +141,16 @@ class WriterLock:
         """Make ``folder`` a new set's and become its writer; UserError(``refusal``) when one of the
         ``taken`` files shows it holds a set already (also when another writer got there first)."""
         folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise UserError(f"{folder} is a file; choose another --out")
-        if any((folder / name).exists() for name in taken):
-            raise UserError(refusal)
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = cls(folder).acquire()
+        try:
+            if folder.exists() and not folder.is_dir():
+                raise UserError(f"{folder} is a file; choose another --out")
+            if any((folder / name).exists() for name in taken):
+                raise UserError(refusal)
+            folder.mkdir(parents=True, exist_ok=True)
+            lock = cls(folder).acquire()
+        except OSError as exc:  # under a file, /proc, read-only, a name too long ...
+            raise UserError(f"cannot make the result folder {folder}: {exc.strerror or exc}; choose another --out") \
+                from None
         if (folder / ENV).exists():  # another writer created it between the check and the lock
             lock.release()
             raise UserError(refusal)
@@ -231,6 +235,11 @@ COLUMNS = [
     "flops", "bytes", "flop_per_s", "byte_per_s", "pct_of_attainable", "peak_memory_bytes", "memory_method",
     "predicted_memory_bytes", "predicted_s", "compile_s", "first_call_s", "finished_at",
 ]
+#: the numeric columns of a grid set (a damaged file is refused when one holds anything else).
+NUMERIC_COLUMNS = ["schema", "batch", "n", "m", "d", "threads", "error", "tolerance", "median_s", "q1_s", "q3_s",
+                   "iqr_s", "rel_iqr", "n_samples", "processes", "process_spread", "speedup", "speedup_lo",
+                   "speedup_hi", "faults_per_call", "flops", "bytes", "flop_per_s", "byte_per_s", "pct_of_attainable",
+                   "peak_memory_bytes", "predicted_memory_bytes", "predicted_s", "compile_s", "first_call_s"]
 #: grid columns added after schema 1's first sets, with the value an older row reads as (one process).
 LATER_COLUMNS = {"processes": 1, "process_spread": math.nan, "unstable": False, "faults_per_call": math.nan}
 
@@ -256,12 +265,29 @@ CALIBRATION_KIND = ("mm (M,K)@(K,D), K = max(N,M): Y^T X on the case's rows, or 
 
 
 def _complete_lines(path: Path) -> list[str]:
-    """The file's lines that end with a newline (a line cut short by a kill is dropped)."""
+    """The file's lines that end with a newline (a line cut short by a kill is dropped); UserError
+    when it is not UTF-8 text (a damaged file, or not one of ours)."""
     if not path.exists():
         return []
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is damaged: not UTF-8 text (byte {exc.start}); use an undamaged copy") from None
     lines = text.split("\n")
     return [line + "\n" for line in lines[:-1]]  # the last piece never ends with "\n"
+
+
+def _record(line: str, path: Path, number: int, keys: tuple[str, ...]) -> dict[str, Any]:
+    """One JSON line of ``path`` with the ``keys`` it must have; UserError naming the line otherwise."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}, line {number}, is damaged: {exc.msg}") from None
+    if not isinstance(record, dict) or any(k not in record for k in keys) or \
+            ("samples" in keys and not (isinstance(record["samples"], list)
+                                        and all(isinstance(v, (int, float)) for v in record["samples"]))):
+        raise UserError(f"{path}, line {number}, is damaged: not a record with {', '.join(keys)}")
+    return record
 
 
 class ResultSet:
@@ -321,10 +347,24 @@ class ResultSet:
         lines = _complete_lines(self.path / RESULTS)
         if not lines:
             return pd.DataFrame(columns=COLUMNS)
-        frame = pd.read_csv(io.StringIO("".join(lines)), keep_default_na=False, na_values=[""])
+        try:
+            frame = pd.read_csv(io.StringIO("".join(lines)), keep_default_na=False, na_values=[""])
+        except (pd.errors.ParserError, ValueError) as exc:
+            raise UserError(f"{self.path / RESULTS} is damaged: {' '.join(str(exc).split())[:200]}") from None
+        missing = [c for c in COLUMNS if c not in frame.columns and c not in LATER_COLUMNS]
+        if missing:
+            raise UserError(f"{self.path / RESULTS} is not a results table of hebbbench (no column "
+                            f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''})")
         for column, value in LATER_COLUMNS.items():
             if column not in frame.columns:
                 frame[column] = value
+        for column in NUMERIC_COLUMNS:
+            numbers = pd.to_numeric(frame[column], errors="coerce")
+            bad = numbers.isna() & frame[column].notna()
+            if bad.any():
+                raise UserError(f"{self.path / RESULTS} is damaged: column {column} holds "
+                                f"{str(frame.loc[bad, column].iloc[0])[:40]!r}, not a number")
+            frame[column] = numbers
         return frame
 
     def doubled(self, frame: pd.DataFrame) -> str | None:
@@ -355,8 +395,8 @@ class ResultSet:
         where recorded: :meth:`hebbbench.measure.timing.Timing.from_record` reads them); the
         calibration's too when ``calibration``. A set measured in one process has no ``process``."""
         out = {}
-        for line in _complete_lines(self.path / SAMPLES):
-            record = json.loads(line)
+        for number, line in enumerate(_complete_lines(self.path / SAMPLES), 1):
+            record = _record(line, self.path / SAMPLES, number, ("case_id", "label", "samples"))
             if calibration or record["label"] != CALIBRATION:
                 out[(record["case_id"], record["label"])] = record
         return out
@@ -369,8 +409,8 @@ class ResultSet:
         """The per-process measurements of unfinished cases: case_id -> process -> the record that
         :meth:`append_measured` wrote (``rows``, and ``timings``: label -> sample record)."""
         done, out = self.done_case_ids(), {}
-        for line in _complete_lines(self.path / MEASURED):
-            record = json.loads(line)
+        for number, line in enumerate(_complete_lines(self.path / MEASURED), 1):
+            record = _record(line, self.path / MEASURED, number, ("case_id", "process", "rows", "timings"))
             if record["case_id"] not in done:
                 out.setdefault(record["case_id"], {})[int(record["process"])] = record
         return out
@@ -379,19 +419,36 @@ class ResultSet:
         frame = self.frame()
         return set(frame["case_id"]) if len(frame) else set()
 
-    def repair(self) -> None:
-        """Drop lines cut short by a kill, and samples of cases whose rows were never written."""
+    def repair(self, labels: dict[str, set[str]] | None = None) -> list[str]:
+        """Drop lines cut short by a kill, and samples of cases whose rows were never written.
+
+        ``labels`` (case_id -> the labels of its variants): a case holding only some of its rows (a
+        kill between two of its lines) is dropped whole, to be measured again; returns those case ids.
+        """
         lines = _complete_lines(self.path / RESULTS)
         if not lines:
             lines = [",".join(COLUMNS) + "\n"]
+        partial: list[str] = []
+        if labels and len(lines) > 1:
+            found: dict[str, set[str]] = {}
+            for row in csv.DictReader(io.StringIO("".join(lines))):
+                found.setdefault(row["case_id"], set()).add(row["label"])
+            partial = [case_id for case_id, have in found.items() if case_id in labels and have != labels[case_id]]
+            if partial:
+                header, body = lines[0], lines[1:]
+                rows = list(csv.DictReader(io.StringIO("".join(lines))))
+                body = [line for line, row in zip(body, rows) if row["case_id"] not in partial]
+                lines = [header, *body]
         self._rewrite(RESULTS, lines)
         done = self.done_case_ids()
-        kept = [line for line in _complete_lines(self.path / SAMPLES) if json.loads(line)["case_id"] in done]
+        kept = [line for number, line in enumerate(_complete_lines(self.path / SAMPLES), 1)
+                if _record(line, self.path / SAMPLES, number, ("case_id",))["case_id"] in done]
         self._rewrite(SAMPLES, kept)
         if (self.path / MEASURED).exists():
-            pending = [line for line in _complete_lines(self.path / MEASURED)
-                       if json.loads(line)["case_id"] not in done]
+            pending = [line for number, line in enumerate(_complete_lines(self.path / MEASURED), 1)
+                       if _record(line, self.path / MEASURED, number, ("case_id",))["case_id"] not in done]
             self._rewrite(MEASURED, pending)
+        return partial
 
     def drop_measured(self) -> None:
         """Remove processes.jsonl once every case it held is in results.csv (the run is complete)."""

@@ -69,7 +69,7 @@ def test_update_refuses_a_set_of_another_grid_or_kind_unless_forced(tmp_path):
     import shutil
 
     results = Path(__file__).resolve().parent.parent / "results"
-    for source, what in ((results / "quick-cpu-20261130-024437", "a grid set of grid 'quick'"),
+    for source, what in ((results / "quick-cpu-20261203-063337", "a grid set of grid 'quick'"),
                          (results / "reproduce-6layer-cpu-20261130-043036", "a network set")):
         target = Path(shutil.copytree(source, tmp_path / source.name))
         before = sorted(p.name for p in target.iterdir())

@@ -164,3 +164,24 @@ def test_an_implementation_the_workers_cannot_import_is_refused_in_one_line(tmp_
         with pytest.raises(UserError, match=r"hpca/test-local .*cannot be sent to the worker processes"):
             hebbbench.run(config=TINY, out=tmp_path / "local", rules=["hpca"], impls=["fh", "test-local"])
     assert not (tmp_path / "local").exists()  # refused before the set's folder was made
+
+
+def test_a_case_cut_between_its_rows_is_measured_again_on_resume(tmp_path):
+    """A kill between two rows of one case (a line boundary: nothing looks cut) must not leave the
+    case counted as done with a row lost for good."""
+    out = tmp_path / "cut"
+    hebbbench.run(config=TINY, out=out, rules=["hpca"], impls=["fh", "naive:group_size=3"], what=["update"],
+                  batch_sizes=[2])
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    assert len(lines) == 1 + 2 * 2
+    (out / "results.csv").write_text("".join(lines[:-1]))  # the last case lost its second row
+    env = json.loads((out / "env.json").read_text())
+    (out / "env.json").write_text(json.dumps({**env, "status": "interrupted"}))
+    cut_case = lines[-1].split(",")[2]
+    result = subprocess.run([*CLI, "run", "--resume", str(out), "--no-progress", "--no-report"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    frame = ResultSet(out).frame()
+    assert len(frame) == 2 * 2 and not frame.duplicated(["case_id", "label"]).any()
+    assert set(frame.loc[frame["case_id"] == cut_case, "label"]) == {"fh", "naive(G=3)"}
+    assert len(ResultSet(out).sample_records()) == 2 * 2

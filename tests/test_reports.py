@@ -221,7 +221,7 @@ def test_a_committed_report_rebuilds_from_its_committed_set(tmp_path, monkeypatc
     committed (migrated to the store's kinds), says the same, the regenerating command aside."""
     root = Path(__file__).resolve().parent.parent
     monkeypatch.chdir(root)  # the report names the set's folder as given, relative to the repository
-    name = "quick-cpu-20261130-024437"
+    name = "quick-cpu-20261203-063337"
     rebuilt = build([Path("results") / name], out=tmp_path / name)
 
     def text(path: Path) -> list[str]:

@@ -314,3 +314,28 @@ def test_an_out_that_is_a_file_is_refused_and_left_alone(tmp_path, monkeypatch, 
     code, _, err = run_cli(monkeypatch, capsys, *command, "--out", str(target), "--no-report")
     one_line(code, err, f"{target} is a file; choose another --out")
     assert target.read_text() == "mine"
+
+
+def test_two_resumes_of_one_set_at_once_one_refused_nothing_doubled(tmp_path):
+    """Two real `run --resume` of one interrupted set started together: one finishes it, the other is
+    refused in one line (exit 2), and every case × variant is in results.csv once."""
+    import subprocess
+    import sys
+
+    import hebbbench
+
+    out = tmp_path / "set"
+    hebbbench.run(config=Path(__file__).parent / "data" / "tiny.toml", out=out, rules=["hpca"], impls=["fh"],
+                  what=["update"])
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(lines[:-2]))  # two cases to do again
+    store.write_env(out, {**store.read_env(out), "status": "interrupted"})
+    command = [sys.executable, "-m", "hebbbench.cli", "run", "--resume", str(out), "--no-progress", "--no-report"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "is being written by another hebbbench" in refused and len(refused.strip().splitlines()) == 1
+    frame = store.ResultSet(out).frame()
+    assert len(frame) == len(lines) - 1 and not frame.duplicated(["case_id", "label"]).any()
+    assert store.read_env(out)["status"] == "complete"

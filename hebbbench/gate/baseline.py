@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,11 @@ FOLDER = Path("results/baselines/ci-cpu")
 
 
 def update(run_config: api.RunConfig | None = None, out: str | Path = FOLDER, force: bool = False,
-           **run_options: Any) -> pd.DataFrame:
+           say: Callable[[str], None] | None = None, **run_options: Any) -> pd.DataFrame:
     """Run ``run_config`` (default: the ci preset) and replace the folder ``out`` with its result set; returns
     results.csv as a DataFrame. ``out`` must be a gate set of the same grid (or absent) unless ``force``.
-    ``run_options`` (progress, console, argv) go to :func:`hebbbench.api.run`."""
+    ``say(text)`` hears what is recorded once the target is accepted; ``run_options`` (progress, console,
+    argv) go to :func:`hebbbench.api.run`."""
     run_config = run_config or api.RunConfig(preset=PRESET)
     out = Path(out)
     if out.exists() and not (out / ENV).is_file() and any(out.iterdir()):
@@ -39,6 +41,8 @@ def update(run_config: api.RunConfig | None = None, out: str | Path = FOLDER, fo
             what = f"a grid set of grid {recorded!r}" if info.kind == Kind.GRID else f"a {info.kind.value} set"
             raise UserError(f"refusing to replace {out}: it holds {what}, not a gate set of grid {grid.name!r}; "
                             "give --force to replace it anyway")
+    if say is not None:
+        say(f"recording {grid.name} to replace {out} once it has run")
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.new-*"):  # left by an update that was killed
         if not _alive(stale.name.rsplit("-", 1)[-1]):

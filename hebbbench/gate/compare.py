@@ -194,6 +194,8 @@ def compare(baseline: str | Path, new: str | Path, factor: float = FACTOR, alpha
         raise UserError(f"--floor must be a finite number of seconds >= 0, got {floor_s}")
     base_rs, base_frame, base_env = _load(Path(baseline), "baseline")
     new_rs, new_frame, new_env = _load(Path(new), "new run")
+    if Path(baseline).resolve() == Path(new).resolve():
+        raise UserError(f"{new} is compared with itself: give the baseline and a new run")
     if base_env["calibration"] != new_env["calibration"]:
         raise UserError(f"the runs used different calibrations: {base_env['calibration']!r} (baseline) and "
                         f"{new_env['calibration']!r} (new run); record the baseline again")

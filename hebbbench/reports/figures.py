@@ -265,8 +265,9 @@ def speedup(data: Data) -> Made:
                     where = what if len(panels) == 1 else f"{what}, {origin}"
                     missing.append(f"{layer} ({where}): "
                                    + no_speedup_reason(everything[everything["layer_key"] == layer]))
-    caption = ("Speedup = median time of the baseline / median time of fh, measured interleaved in one process; "
-               "error bars: bootstrap 95 % interval. Each layer at its largest batch size B with a speedup for "
+    caption = ("Speedup = median time of the baseline / median time of fh, measured interleaved round by round "
+               "(in each of the run's worker processes, pooled); error bars: 95 % interval of the hierarchical "
+               "bootstrap (processes, then rounds). Each layer at its largest batch size B with a speedup for "
                "every rule. Log scale; the dashed line is 1× (no speedup).")
     if missing:
         caption += " No speedup for " + "; ".join(missing) + "."

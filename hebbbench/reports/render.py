@@ -168,6 +168,7 @@ def results_tables(data: Data) -> list[Any]:
     frame = data.frame
     for origin, dtype in data.panels():
         part = frame[(frame["origin"] == origin) & (frame["dtype"] == dtype)]
+        part = part.sort_values(["rule", "layer_key", "batch", "what"], kind="stable")  # not the order measured
         blocks.append(Heading(text(f"{data.title(origin, dtype).splitlines()[0]} — {origin}"), 3))
         base_status = {r["case_id"]: r["status"] for _, r in part[part["label"] == part["baseline"]].iterrows()}
         rows = [[*map(text, (r["rule"], r["layer_key"], r["batch"], r["what"], r["label"])), median_cell(r), iqr_cell(r),
@@ -190,6 +191,17 @@ def processes_cell(row: pd.Series) -> str:
 
 def flags_cell(row: pd.Series) -> str:
     return ", ".join(flag for flag in ("noisy", "unstable") if row.get(flag) is True)
+
+
+def conditions_text(env: dict) -> str:
+    """The measuring process's conditions as env.json records them (conditions.py), in one line."""
+    conditions = env.get("conditions") or {}
+    if not conditions:
+        return "not recorded (measured before hebbbench recorded them: allocator as found, subnormals not flushed)"
+    info = conditions.get("allocator_info") or {}
+    settings = ", ".join(f"{k}={v}" for k, v in (info.get("settings") or {}).items()) or "no MALLOC_* set"
+    return (f"allocator {conditions.get('allocator', '?')} ({info.get('library', '?')}; {settings}); "
+            f"subnormal floats {conditions.get('subnormals', '?')}")
 
 
 def fault_seconds(source_env: dict) -> float:

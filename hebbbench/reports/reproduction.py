@@ -318,6 +318,7 @@ def build(path: str | Path, out: str | Path | None = None, argv: list[str] | Non
                     f"memory {format_bytes(meta.get('memory_budget_bytes') or 0)}"],
         ["data", "; ".join(f"{k}: {v.get('source')}" for k, v in (meta.get("data") or {}).items())],
         ["wall time", format_seconds(meta.get("wall_seconds", math.nan))],
+        ["conditions", render.conditions_text(env)],
     ]]), render.Paragraph("The command that produced the data:"), render.Code(" ".join(info.get("command") or [])),
         render.Heading("Regenerating this report", 3),
         render.Code(" ".join(argv or ["hebbbench", "report", str(path)] + (["--out", str(out)] if out else []))))

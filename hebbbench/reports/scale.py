@@ -207,7 +207,8 @@ def environment_table(env: dict) -> render.Table:
             ["torch", str(e.get("torch", "?"))], ["Python", str(e.get("python", "?"))],
             ["CPU", f"{e.get('cpu_model', '?')}, {e.get('cpu_count', '?')} logical cores "
                     f"({e.get('cpu_affinity', '?')} usable)"],
-            ["GPUs", gpus], ["threads per rank", threads], ["host", str(e.get("hostname", "?"))]]
+            ["GPUs", gpus], ["threads per rank", threads], ["host", str(e.get("hostname", "?"))],
+            ["conditions", render.conditions_text(env)]]
     if env.get("failures"):
         rows.append(["failures", "; ".join(env["failures"])])
     return render.Table(["item", "value"], [[item, text(value)] for item, value in rows])

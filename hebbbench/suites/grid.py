@@ -485,6 +485,12 @@ def load_grid(preset: str | None = None, config: str | Path | None = None) -> Gr
         path = Path(config)
         if not path.is_file():
             raise UserError(f"config file {path} not found")
-        return Grid.from_toml(path.read_text(), path.stem, str(path))
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"config file {path} is not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
+        except OSError as exc:
+            raise UserError(f"config file {path} cannot be read: {exc.strerror}") from None
+        return Grid.from_toml(text, path.stem, str(path))
     name = preset or "quick"
     return Grid.from_toml(preset_text(name), name, f"preset {name}")
