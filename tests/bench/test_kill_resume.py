@@ -36,7 +36,7 @@ def test_kill_at_a_random_moment_then_resume_is_exact(repeat, tmp_path):
         "case_seconds = 0.05", "case_seconds = 0.15").replace("max_rounds = 5", "max_rounds = 1000").replace(
         "min_rounds = 3", "min_rounds = 1000"))
     out = tmp_path / "run"
-    moment = rng.uniform(0.5, 12.0)
+    moment = rng.uniform(0.5, 22.0)  # the whole run: both processes, and the rows written at the end
     proc = subprocess.Popen([*CLI, "run", "--config", str(config), "--out", str(out), *ARGS],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(moment)
@@ -51,13 +51,17 @@ def test_kill_at_a_random_moment_then_resume_is_exact(repeat, tmp_path):
     result = subprocess.run([*CLI, "run", "--resume", str(out), *ARGS[-2:]], capture_output=True, text=True)
     print(f"trial {repeat}: killed after {moment:.1f} s with "
           f"{0 if before is None else before['case_id'].nunique()} cases written; resume exit {result.returncode}")
+    if not out.exists():  # killed before the set's folder was made: nothing to resume, said in one line
+        assert result.returncode == 2 and "no such folder" in result.stderr, result.stderr
+        result = subprocess.run([*CLI, "run", "--config", str(config), "--out", str(out), *ARGS],
+                                capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     rs = ResultSet(out)
     final = rs.frame()
-    assert len(final) == 8 * 2 * 2 and not final.duplicated(["case_id", "label"]).any()
+    assert len(final) == 8 * 2 and not final.duplicated(["case_id", "label"]).any()  # 8 HPCA cases, 2 variants
     assert set(final["processes"]) == {2}
     records = rs.sample_records(calibration=True)
-    assert len(records) == 8 * 2 * 3  # fh, naive and the calibration of every case, once each
+    assert len(records) == 8 * 3  # fh, naive and the calibration of every case, once each
     assert all(sorted(set(Timing.from_record(r).process)) == [0, 1] for r in records.values())
     if before is not None and len(before):
         kept = final.set_index(["case_id", "label"]).loc[list(zip(before["case_id"], before["label"]))]
