@@ -346,11 +346,6 @@ def execute(cases: list[Case], settings: Settings, emit: Emit,
     ``ceilings``, ``conditions``, ``failed``.
     """
     count = settings.policy.processes
-    if not settings.registry:
-        try:
-            settings = Settings(**{**settings.__dict__, "registry": rules.registry.own_entries()})
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
     measured = {k: dict(v) for k, v in (measured or {}).items()}
     ceilings = {k: ceilings_mod.Ceilings(**v) for k, v in settings.ceilings.items()}
     by_id = {c.case_id: c for c in cases}

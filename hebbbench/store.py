@@ -430,15 +430,12 @@ class ResultSet:
             lines = [",".join(COLUMNS) + "\n"]
         partial: list[str] = []
         if labels and len(lines) > 1:
+            rows = list(csv.DictReader(io.StringIO("".join(lines))))  # one row per line: no field holds a newline
             found: dict[str, set[str]] = {}
-            for row in csv.DictReader(io.StringIO("".join(lines))):
+            for row in rows:
                 found.setdefault(row["case_id"], set()).add(row["label"])
             partial = [case_id for case_id, have in found.items() if case_id in labels and have != labels[case_id]]
-            if partial:
-                header, body = lines[0], lines[1:]
-                rows = list(csv.DictReader(io.StringIO("".join(lines))))
-                body = [line for line, row in zip(body, rows) if row["case_id"] not in partial]
-                lines = [header, *body]
+            lines = [lines[0], *(line for line, row in zip(lines[1:], rows) if row["case_id"] not in partial)]
         self._rewrite(RESULTS, lines)
         done = self.done_case_ids()
         kept = [line for number, line in enumerate(_complete_lines(self.path / SAMPLES), 1)
