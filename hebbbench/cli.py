@@ -291,7 +291,8 @@ def compare(
     new: Annotated[Path, typer.Argument(help="The result set to judge (a run of the same grid).")],
     factor: Annotated[float, typer.Option(help="Smallest slowdown (or speedup) that counts, as a ratio.")] = 1.25,
     alpha: Annotated[float, typer.Option(help="Significance level of the Mann–Whitney U test.")] = 0.01,
-    floor: Annotated[float, typer.Option(help="Seconds: medians below this are not judged.")] = 50e-6,
+    floor: Annotated[Optional[float], typer.Option(
+        help="Seconds: medians below this are not judged (default: 50 µs on a CPU, 5 µs on a GPU).")] = None,
     markdown: Annotated[Optional[Path], typer.Option(help="Write a markdown summary to FILE ('-': print it).")] = None,
 ) -> None:
     """Compare two result sets by normalised time. Exit 0: no regression; 1: a case is slower; 2: an error."""
@@ -311,6 +312,33 @@ def compare(
             except OSError as exc:
                 raise UserError(f"cannot write --markdown {markdown}: {exc.strerror}") from None
     raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def selfcheck(
+    devices: Annotated[str, typer.Option(help="The device to validate: cuda (cuda:0), cuda:N or cpu.")] = "cuda",
+    out: Annotated[Optional[Path], typer.Option(help="Result folder (default ./results/selfcheck-<device>-<time>).")]
+    = None,
+    baselines: Annotated[Path, typer.Option(help="Folder of the gate's baselines (ci-<device>).")]
+    = Path("results/baselines"),
+    budget: Annotated[Optional[float], typer.Option(help="Seconds for the whole check (default: 360 on a GPU, "
+                                                         "300 on the CPU).")] = None,
+    report: Annotated[bool, typer.Option(help="Write the reports of the quick, reproduce and beyond sets.")] = True,
+) -> None:
+    """Validate a machine end to end: every implementation against the float64 reference, the quick
+    preset, the ci preset gated against the device's baseline, the paper's networks and the beyond set.
+
+    One result folder; a short verdict; exit 1 if anything is wrong.
+    """
+    from hebbbench import selfcheck as selfcheck_mod
+
+    check = selfcheck_mod.run(devices, out=out, baselines=baselines, budget_s=budget, reports=report,
+                              say=lambda text: err_console.print(text, markup=False, highlight=False))
+    for line in selfcheck_mod.verdict_lines(check):
+        out_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    out_console.print(f"selfcheck {'PASSED' if check.passed else 'FAILED'}: {check.path / 'verdict.md'}",
+                      markup=False, highlight=False)
+    raise typer.Exit(check.exit_code)
 
 
 baseline_app = typer.Typer(no_args_is_help=True, help="The baseline result set that CI compares against.")

@@ -19,8 +19,10 @@ from the hierarchical bootstrap, a failure in any process is the row's status) a
 Within one process index each GPU has its own worker, the GPUs running at once; the CPU's
 worker runs after them, alone (GPU workers would disturb it). The device ceilings are measured
 by the first process and given to the others, so every process makes the same decisions.
-A worker that dies is reported (``failed``) and the run goes on: its cases keep the processes
-that measured them, and a case that none measured gets an ``error`` row.
+A worker that dies (or whose device fails outside any one variant, e.g. a sticky CUDA error) is
+reported (``failed``), the case it was measuring is an ``error`` in that process, and a fresh
+worker goes on with the device's remaining cases; a worker that dies before its first case is not
+replaced: its cases keep the processes that measured them, and a case none measured is an ``error``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import importlib
 import math
 import os
 import multiprocessing
-import queue as queues
+from multiprocessing import connection
 import random
 import signal
 import sys
@@ -47,10 +49,11 @@ from hebbbench.measure import ceilings as ceilings_mod
 from hebbbench.measure import devices as dev
 from hebbbench import rules
 from hebbbench.measure import conditions, environment
+from hebbbench.rules.fp32_precision import product_precision
 from hebbbench.errors import UserError
 from hebbbench.suites.grid import Case, Grid, Variant
 from hebbbench.measure.numerics import tolerance
-from hebbbench.store import CALIBRATION, CALIBRATION_KIND, SCHEMA_VERSION, ResultSet, Status
+from hebbbench.store import CALIBRATION, SCHEMA_VERSION, ResultSet, Status, calibration_kind
 from hebbbench.measure.units import format_bytes
 from hebbbench.measure.timing import TimingPolicy, Timing, speedup_columns
 from hebbbench.measure.variants import one_line, run_variants
@@ -103,7 +106,8 @@ def base_row(case: Case, variant: Variant, settings: Settings) -> dict[str, Any]
         "baseline": (case.baseline_variant().label if case.baseline_variant() else ""),
         "layer": layer.name, "layer_kind": layer.kind, "layer_spec": layer.describe(), "batch": case.batch,
         "n": case.n, "m": layer.m, "d": layer.d, "dtype": case.dtype, "device": case.device,
-        "device_name": dev.device_name(case.device), "threads": torch.get_num_threads(), "what": case.what,
+        "device_name": dev.device_name(case.device), "threads": torch.get_num_threads(),
+        "precision": product_precision(rules.lookup(case.rule, variant.impl), case.torch_dtype), "what": case.what,
         "memory_method": dev.memory_method(case.device),
     }
 
@@ -219,18 +223,33 @@ def combine(measurements: list[tuple[list[dict], dict[str, Timing]]],
             row["flop_per_s"] = row["flops"] / row["median_s"]
             row["byte_per_s"] = row["bytes"] / row["median_s"]
             if ceilings is not None:
-                row["pct_of_attainable"] = 100.0 * row["flop_per_s"] / ceilings.attainable(row["flops"], row["bytes"])
+                row["pct_of_attainable"] = 100.0 * row["flop_per_s"] / ceilings.attainable(
+                    row["flops"], row["bytes"], row.get("precision", "ieee"))
     return rows_out, {label: t.record() for label, t in pooled.items()}
 
 
 # -- one device, in one worker process -----------------------------------------------------
-def run_device(device: str, cases: list[Case], settings: Settings, emit: Emit) -> None:
+def worker_threads(device: str, settings: Settings, concurrent: int, cores: int | None = None) -> int | None:
+    """CPU threads of a device's worker: ``--threads`` (or the policy's) when given; a GPU worker
+    otherwise gets an equal share of the cores with the other GPU workers running beside it (its
+    host dispatch is part of a call's latency); None: torch's default (the CPU worker runs alone)."""
+    given = settings.threads or settings.policy.threads
+    if given:
+        return given
+    if torch.device(device).type == "cuda":
+        cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        return max(1, cores // max(1, concurrent))
+    return None
+
+
+def run_device(device: str, cases: list[Case], settings: Settings, emit: Emit, concurrent: int = 1) -> None:
     """Run the cases of one device in order, subnormals flushed; report through ``emit(kind, payload)``."""
     threads_before = torch.get_num_threads()
     if torch.device(device).type == "cuda":
         torch.cuda.set_device(torch.device(device))
-    elif settings.threads or settings.policy.threads:
-        torch.set_num_threads(settings.threads or settings.policy.threads)
+    threads = worker_threads(device, settings, concurrent)
+    if threads:
+        torch.set_num_threads(threads)
     try:
         with conditions.flushed_subnormals():
             _run_cases(device, cases, settings, emit)
@@ -253,12 +272,27 @@ def ceilings_for(device: str, dtype: str, settings: Settings, emit: Emit,
     return measured[key]
 
 
+class DeviceFailed(RuntimeError):
+    """The device failed outside any one variant (e.g. a sticky CUDA error on synchronising): the
+    case is recorded as an error and this worker ends; the parent goes on in a fresh one."""
+
+
+def error_rows(case: Case, settings: Settings, reason: str) -> list[dict]:
+    """Rows of a case that could not be measured in one process, every variant an ``error``."""
+    return [{**base_row(case, v, settings), "status": Status.ERROR, "reason": reason} for v in case.variants]
+
+
 def _run_cases(device: str, cases: list[Case], settings: Settings, emit: Emit) -> None:
     measured: dict[str, ceilings_mod.Ceilings] = {}
     for case in cases:
         ceilings = ceilings_for(device, case.dtype, settings, emit, measured)
         emit("start", case.case_id)
-        rows, timings = run_case(case, settings, ceilings)
+        try:
+            rows, timings = run_case(case, settings, ceilings)
+        except Exception as exc:  # noqa: BLE001 - run_case records each variant's failure: this is the device's
+            reason = f"the device failed: {one_line(exc)}"
+            emit("measured", (case.case_id, error_rows(case, settings, reason), {}))
+            raise DeviceFailed(reason) from exc
         emit("measured", (case.case_id, rows, {label: t.record() for label, t in timings.items()}))
 
 
@@ -273,60 +307,94 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _worker(device: str, cases: list[Case], settings: Settings, queue, parent: int) -> None:
+def _worker(device: str, cases: list[Case], settings: Settings, conn, parent: int, concurrent: int) -> None:
+    """A device's worker process. Messages go through its own pipe, each written before the next
+    step begins (a worker that dies leaves no message unsent), as (kind, payload)."""
     _die_with(parent)
+    send = lambda kind, payload: conn.send((kind, payload))  # noqa: E731
     try:
         import_plugins(settings.imports)
         rules.registry.adopt(settings.registry)
-        send = lambda kind, payload: queue.put((device, kind, payload))  # noqa: E731
         send("conditions", {**conditions.describe(settings.allocator), "page_fault_s": conditions.fault_seconds()})
-        run_device(device, cases, settings, send)
+        run_device(device, cases, settings, send, concurrent)
     except BaseException as exc:  # reported to the parent, which records it
-        queue.put((device, "failed", one_line(exc)))
+        send("failed", one_line(exc))
     finally:
-        queue.put((device, "done", None))
+        send("done", None)
+        conn.close()
+
+
+@dataclass
+class _Worker:
+    """The parent's view of one device's worker process."""
+
+    process: Any
+    conn: Any
+    remaining: list[Case]  # its cases not measured yet, in order
+    current: str | None = None  # the case it said it started and has not finished
+    progressed: bool = False  # it measured (or was charged with) at least one case
+    done: bool = False
 
 
 def _run_workers(jobs: dict[str, list[Case]], settings: Settings, on_message: Callable[[str, str, Any], None]) -> None:
     """One worker process per device, all at once; messages go to ``on_message(device, kind, payload)``.
-    A worker that dies without saying it is done is reported as ``failed``."""
+
+    A worker that dies (a segfault, the OOM killer, a device that fails) is reported as ``failed``;
+    the case it was measuring is charged to it (``measured`` with error rows: the run goes on) and a
+    fresh worker takes the device's remaining cases, as long as each worker gets past one case.
+    """
     ctx = multiprocessing.get_context("spawn")
-    channel = ctx.Queue()
-    procs = {}
-    with conditions.started_with(settings.allocator):
-        for device, cases in jobs.items():
-            procs[device] = ctx.Process(target=_worker, args=(device, cases, settings, channel, os.getpid()),
-                                        daemon=True)
-            procs[device].start()
-    pending = set(jobs)
+    by_id = {c.case_id: c for cases in jobs.values() for c in cases}
+    workers: dict[str, _Worker] = {}
+
+    def start(device: str, cases: list[Case]) -> None:
+        reader, writer = ctx.Pipe(duplex=False)
+        with conditions.started_with(settings.allocator):
+            proc = ctx.Process(target=_worker, args=(device, cases, settings, writer, os.getpid(), len(jobs)),
+                               daemon=True)
+            proc.start()
+        writer.close()  # the child holds the only writer: its exit ends the pipe
+        workers[device] = _Worker(proc, reader, list(cases))
+
+    def handle(device: str, w: _Worker, kind: str, payload: Any) -> None:
+        if kind == "done":
+            w.done = True
+            return
+        if kind == "start":
+            w.current = payload
+        elif kind == "measured":
+            w.remaining = [c for c in w.remaining if c.case_id != payload[0]]
+            w.current, w.progressed = None, True
+        on_message(device, kind, payload)
+
+    def ended(device: str, w: _Worker) -> None:
+        w.process.join(timeout=5)
+        if not w.done:
+            on_message(device, "failed", f"its worker process died (exit code {w.process.exitcode})")
+        if w.current is not None:  # it died measuring this case: an error row for it, in this process
+            reason = f"its worker process died while measuring it (exit code {w.process.exitcode})"
+            handle(device, w, "measured", (w.current, error_rows(by_id[w.current], settings, reason), {}))
+        del workers[device]
+        if w.remaining and w.progressed:
+            start(device, w.remaining)
+
+    for device, cases in jobs.items():
+        start(device, cases)
     try:
-        while pending:
-            try:
-                device, kind, payload = channel.get(timeout=1.0)
-            except queues.Empty:
-                for device in [d for d in pending if not procs[d].is_alive()]:
-                    try:  # its last messages may still be in the pipe
-                        while True:
-                            d, kind, payload = channel.get(timeout=0.5)
-                            if kind == "done":
-                                pending.discard(d)
-                            else:
-                                on_message(d, kind, payload)
-                    except queues.Empty:
-                        pass
-                    if device in pending:
-                        pending.discard(device)
-                        on_message(device, "failed", f"its worker process died (exit code {procs[device].exitcode})")
-                continue
-            if kind == "done":
-                pending.discard(device)
-            else:
-                on_message(device, kind, payload)
+        while workers:
+            waitables = [w.conn for w in workers.values()]
+            for conn in connection.wait(waitables, timeout=1.0):
+                device, w = next((d, w) for d, w in workers.items() if w.conn is conn)
+                try:
+                    kind, payload = conn.recv()
+                except (EOFError, OSError):  # the worker is gone and every message it sent was read
+                    ended(device, w)
+                    continue
+                handle(device, w, kind, payload)
     finally:
-        for proc in procs.values():
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
+        for w in workers.values():
+            w.process.terminate()
+            w.process.join(timeout=5)
 
 
 def process_order(cases: list[Case], seed: int, process: int) -> list[Case]:
@@ -396,10 +464,8 @@ def execute(cases: list[Case], settings: Settings, emit: Emit,
         if measured.get(case.case_id):
             finish(case.case_id)
         else:
-            rows = [{**base_row(case, v, settings), "status": Status.ERROR, "finished_at": now(),
-                     "reason": "no worker process measured it (each died before; see env.json's failures)"}
-                    for v in case.variants]
-            emit("case", (rows, {}))
+            rows = error_rows(case, settings, "no worker process measured it (each died before; see env.json's failures)")
+            emit("case", ([{**row, "finished_at": now()} for row in rows], {}))
 
 
 def default_run_id(grid: Grid, devices: list[str]) -> str:
@@ -423,7 +489,7 @@ def run_info(grid: Grid, settings: Settings, run_settings: dict[str, Any], devic
             "cases": cases, "total_cases": total_cases,
             "shard": {"index": shard[0], "count": shard[1]} if shard else None,
             "settings": run_settings,
-            "ceilings": {}, "calibration": CALIBRATION_KIND,
+            "ceilings": {}, "calibration": calibration_kind(devices),
             "conditions": {"allocator": settings.allocator, "allocator_policy": conditions.ALLOCATORS[settings.allocator],
                            "subnormals": conditions.SUBNORMALS, "processes": []},
             "env": environment.collect(settings.seed, argv if argv is not None else sys.argv)}

@@ -229,19 +229,20 @@ KEY_COLUMNS = [
 COLUMNS = [
     "schema", "run_id", "case_id", "sweep", "rule", "rule_options", "impl", "impl_options", "label",
     "baseline", "layer", "layer_kind", "layer_spec", "batch", "n", "m", "d", "dtype", "device",
-    "device_name", "threads", "what", "status", "reason", "error", "tolerance", "median_s", "q1_s",
-    "q3_s", "iqr_s", "rel_iqr", "noisy", "n_samples", "processes", "process_spread", "unstable",
+    "device_name", "threads", "precision", "what", "status", "reason", "error", "tolerance", "median_s", "q1_s",
+    "q3_s", "iqr_s", "rel_iqr", "noisy", "n_samples", "latency_s", "processes", "process_spread", "unstable",
     "speedup", "speedup_lo", "speedup_hi", "faults_per_call",
     "flops", "bytes", "flop_per_s", "byte_per_s", "pct_of_attainable", "peak_memory_bytes", "memory_method",
     "predicted_memory_bytes", "predicted_s", "compile_s", "first_call_s", "finished_at",
 ]
 #: the numeric columns of a grid set (a damaged file is refused when one holds anything else).
 NUMERIC_COLUMNS = ["schema", "batch", "n", "m", "d", "threads", "error", "tolerance", "median_s", "q1_s", "q3_s",
-                   "iqr_s", "rel_iqr", "n_samples", "processes", "process_spread", "speedup", "speedup_lo",
+                   "iqr_s", "rel_iqr", "n_samples", "latency_s", "processes", "process_spread", "speedup", "speedup_lo",
                    "speedup_hi", "faults_per_call", "flops", "bytes", "flop_per_s", "byte_per_s", "pct_of_attainable",
                    "peak_memory_bytes", "predicted_memory_bytes", "predicted_s", "compile_s", "first_call_s"]
 #: grid columns added after schema 1's first sets, with the value an older row reads as (one process).
-LATER_COLUMNS = {"processes": 1, "process_spread": math.nan, "unstable": False, "faults_per_call": math.nan}
+LATER_COLUMNS = {"processes": 1, "process_spread": math.nan, "unstable": False, "faults_per_call": math.nan,
+                 "precision": "not recorded", "latency_s": math.nan}
 
 
 class Status(StrEnum):
@@ -262,6 +263,13 @@ CALIBRATION = "@calibration"
 #: what the calibration is, recorded in env.json: runs are comparable only with the same one.
 CALIBRATION_KIND = ("mm (M,K)@(K,D), K = max(N,M): Y^T X on the case's rows, or a seeded (M,M) matrix times W; "
                     "repeated to 1e8 FLOP (at most 64 times), interleaved")
+#: the calibration's difference on a GPU, appended to CALIBRATION_KIND by runs that use one.
+CALIBRATION_GPU = "; on a GPU repeated to 1e10 FLOP (at most 64 times)"
+
+
+def calibration_kind(devices: list[str]) -> str:
+    """The calibration of a run on ``devices``, as env.json records it (CPU runs read as before)."""
+    return CALIBRATION_KIND + (CALIBRATION_GPU if any(d.startswith("cuda") for d in devices) else "")
 
 
 def _complete_lines(path: Path) -> list[str]:
@@ -428,6 +436,13 @@ class ResultSet:
         lines = _complete_lines(self.path / RESULTS)
         if not lines:
             lines = [",".join(COLUMNS) + "\n"]
+        elif lines[0] != ",".join(COLUMNS) + "\n":  # written before some columns existed: the header of now
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({**{k: _cell(v) for k, v in LATER_COLUMNS.items()}, **row}
+                             for row in csv.DictReader(io.StringIO("".join(lines))))
+            lines = buf.getvalue().splitlines(keepends=True)
         partial: list[str] = []
         if labels and len(lines) > 1:
             rows = list(csv.DictReader(io.StringIO("".join(lines))))  # one row per line: no field holds a newline

@@ -149,11 +149,12 @@ CRASH = "HEBBBENCH_TEST_CRASH"
 
 
 class Crash(rules.HPCA):
-    """HPCA-fh whose process exits at once (no exception, no cleanup) while CRASH is set: a worker
-    process that dies, as one hit by a segfault or the OOM killer would."""
+    """HPCA-fh whose process exits at once (no exception, no cleanup) on inputs of CRASH rows (an
+    integer; any N when it is "any"): a worker process that dies, as one hit by a segfault or the
+    OOM killer would."""
 
     def delta(self, x, y, w):
-        if os.environ.get(CRASH):
+        if os.environ.get(CRASH) in ("any", str(x.shape[0])):
             os._exit(3)
         return rules.get("hpca").delta(x, y, w)
 

@@ -15,7 +15,8 @@ from rich.console import Console
 
 from conftest import planted_slowdown, run_cli
 import hebbbench
-from hebbbench.gate.compare import Comparison, Verdict, compare, judge, short_case_ids, table
+from hebbbench.gate.compare import Comparison, Verdict, compare, floor_for, judge, short_case_ids, table
+from hebbbench.suites.workload import calibration_repeats
 from hebbbench.errors import UserError
 from hebbbench.measure.timing import Timing
 from hebbbench.store import ResultSet
@@ -49,6 +50,22 @@ def test_judge_needs_the_factor_and_the_test(slowdown, spread, rounds, expected)
         assert verdict["ratio"] == pytest.approx(slowdown, rel=0.1)
     else:
         assert verdict["ratio"] > 1.25 and verdict["p_value"] > 0.01  # far off, and rightly not believed
+
+
+def test_a_gpu_sized_slowdown_is_judged():
+    """On a GPU a small case's call takes microseconds: with the CPU's 50 µs floor, and a calibration
+    of 1e8 FLOP (2–15 µs on an H200), every such case was inconclusive and the gate could not fail.
+    The floor is by device and the GPU calibration does 1e10 FLOP (or 64 products)."""
+    rng = np.random.default_rng(4)
+    cal_b, cal_n = timed(rng, 250e-6), timed(rng, 250e-6)  # the GPU calibration: about 0.2 ms
+    base, slow = timed(rng, 12e-6), timed(rng, 24e-6)  # fh on a small layer, then 2x slower
+    assert judge(base, cal_b, slow, cal_n, floor_s=floor_for("cuda:0", None))["status"] == "slower"
+    assert judge(base, cal_b, slow, cal_n, floor_s=floor_for("cpu", None))["status"] == "inconclusive"
+    assert floor_for("cuda:0", 1e-3) == 1e-3  # --floor wins
+    # the calibration of the gate's smallest case (N = 8, M = 64, D = 75) on each device type
+    assert calibration_repeats(8, 64, 75, "cpu") == 64 and calibration_repeats(8, 64, 75, "cuda") == 64
+    assert 2.0 * 512 * 4096 * 576 * calibration_repeats(4096, 512, 576, "cuda") >= 1e10
+    assert calibration_repeats(4096, 512, 576, "cpu") == 1
 
 
 def test_judge_cancels_a_slower_machine_round_by_round():

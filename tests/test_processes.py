@@ -141,18 +141,32 @@ def test_a_run_killed_between_processes_resumes_from_what_each_measured(tmp_path
 
 
 def test_a_worker_that_dies_is_a_failure_and_the_run_goes_on(tmp_path, monkeypatch):
-    """A worker process that exits mid-case (segfault, OOM killer): the run records the failure, gives
-    the cases no process measured an error row, and ends (no hang)."""
-    monkeypatch.setenv(CRASH, "1")
+    """A worker process that exits mid-case (segfault, OOM killer): the run records the failure, the
+    case it was measuring gets error rows, and a fresh worker measures the cases after it."""
+    monkeypatch.setenv(CRASH, "2")  # dies on the fully connected layer at batch 2 (N = 2) only
+    out = tmp_path / "crash"
+    with rules.registered("hpca", "test-crash", Crash):
+        frame = hebbbench.run(config=TINY, out=out, rules=["hpca"], impls=["fh", "test-crash"], what=["update"],
+                              batch_sizes=[2, 3])
+    env = json.loads((out / "env.json").read_text())
+    assert env["status"] == "complete"
+    assert [f for f in env["failures"] if "its worker process died (exit code 3)" in f] != []
+    assert len(frame) == 4 * 2
+    lost = frame[(frame["layer"] == "fc") & (frame["batch"] == 2)]
+    assert set(lost["status"]) == {"error"}
+    assert lost["reason"].str.contains("its worker process died while measuring it").all()
+    assert set(frame.drop(lost.index)["status"]) == {"ok"}  # the run went on after the death
+
+
+def test_workers_that_die_on_every_case_end_the_run_with_every_case_an_error(tmp_path, monkeypatch):
+    """No hang and no endless restarts: each fresh worker is charged with the case it died on."""
+    monkeypatch.setenv(CRASH, "any")
     out = tmp_path / "crash"
     with rules.registered("hpca", "test-crash", Crash):
         frame = hebbbench.run(config=TINY, out=out, rules=["hpca"], impls=["fh", "test-crash"], what=["update"],
                               batch_sizes=[2])
-    env = json.loads((out / "env.json").read_text())
-    assert env["status"] == "complete"
-    assert any("its worker process died (exit code 3)" in failure for failure in env["failures"])
     assert len(frame) == 2 * 2 and set(frame["status"]) == {"error"}
-    assert frame["reason"].str.contains("no worker process measured it").all()
+    assert frame["reason"].str.contains("died while measuring it").all()
 
 
 def test_an_implementation_the_workers_cannot_import_is_refused_in_one_line(tmp_path):

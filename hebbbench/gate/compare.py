@@ -24,7 +24,9 @@ a shared 2-core CPU while this was written (8 to 10 runs of identical code, wors
   hence K = max(N, M).
 
 **Decision** for one (case_id, label), with normalised samples b (baseline) and n (new),
-factor F (default 1.25), significance level α (default 0.01), floor (default 50 µs):
+factor F (default 1.25), significance level α (default 0.01), floor (default by device: 50 µs
+on a CPU, 5 µs on a GPU, where CUDA events resolve about 0.5 µs and the device time is measured
+without the host's dispatch, timing.py):
 
 - ``inconclusive`` if the median raw time of the implementation or of the calibration is
   below the floor in either run: at that size timer jitter, a scheduler tick or an
@@ -71,7 +73,8 @@ from hebbbench.measure.timing import Timing
 
 FACTOR = 1.25
 ALPHA = 0.01
-FLOOR_S = 50e-6
+#: the default floor by device type (``--floor`` sets one for every device)
+FLOOR_S = {"cpu": 50e-6, "cuda": 5e-6}
 #: fewer samples than this in either run: not judged.
 MIN_SAMPLES = 10
 VERDICTS = ("slower", "faster", "same", "inconclusive")
@@ -103,7 +106,7 @@ class Comparison:
     new: Path
     factor: float
     alpha: float
-    floor_s: float
+    floor_s: float | None  # None: by device (FLOOR_S)
     verdicts: list[Verdict] = field(default_factory=list)
     baseline_env: dict = field(default_factory=dict)
     new_env: dict = field(default_factory=dict)
@@ -135,7 +138,7 @@ def normalise(samples: Timing, calibration: Timing) -> Timing:
 
 
 def judge(base: Timing, base_cal: Timing, new: Timing, new_cal: Timing,
-          factor: float = FACTOR, alpha: float = ALPHA, floor_s: float = FLOOR_S) -> dict:
+          factor: float = FACTOR, alpha: float = ALPHA, floor_s: float = FLOOR_S["cpu"]) -> dict:
     """The verdict's fields for one implementation: status, ratio and interval, p-value, raw medians."""
     b, n = normalise(base, base_cal), normalise(new, new_cal)
     out = {"base_s": base.median, "new_s": new.median, "n_base": len(b.samples), "n_new": len(n.samples)}
@@ -183,14 +186,19 @@ def _listing(keys: list[tuple[str, str]], limit: int = 4) -> str:
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+def floor_for(device: str, floor_s: float | None) -> float:
+    """The floor of a case on ``device``: the one given, else its device type's default."""
+    return floor_s if floor_s is not None else FLOOR_S["cuda" if str(device).startswith("cuda") else "cpu"]
+
+
 def compare(baseline: str | Path, new: str | Path, factor: float = FACTOR, alpha: float = ALPHA,
-            floor_s: float = FLOOR_S) -> Comparison:
+            floor_s: float | None = None) -> Comparison:
     """Judge every (case_id, label) of ``new`` against ``baseline``; raises UserError when they cannot be compared."""
     if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 1):
         raise UserError(f"--factor must be a finite number > 1, got {factor}")
     if not 0 < alpha < 1:
         raise UserError(f"--alpha must be between 0 and 1, got {alpha}")
-    if not (math.isfinite(floor_s) and floor_s >= 0):
+    if floor_s is not None and not (math.isfinite(floor_s) and floor_s >= 0):
         raise UserError(f"--floor must be a finite number of seconds >= 0, got {floor_s}")
     base_rs, base_frame, base_env = _load(Path(baseline), "baseline")
     new_rs, new_frame, new_env = _load(Path(new), "new run")
@@ -223,6 +231,7 @@ def compare(baseline: str | Path, new: str | Path, factor: float = FACTOR, alpha
     base_samples = {k: Timing.from_record(r) for k, r in base_rs.sample_records(calibration=True).items()}
     new_samples = {k: Timing.from_record(r) for k, r in new_rs.sample_records(calibration=True).items()}
     result = Comparison(Path(baseline), Path(new), factor, alpha, floor_s, baseline_env=base_env, new_env=new_env)
+    devices = dict(zip(zip(new_frame["case_id"], new_frame["label"]), new_frame["device"]))
     for case_id, label in new_keys:
         inputs = []
         for role, samples in (("baseline", base_samples), ("new run", new_samples)):
@@ -231,7 +240,7 @@ def compare(baseline: str | Path, new: str | Path, factor: float = FACTOR, alpha
                     raise UserError(f"{role}: samples.jsonl has no samples for {key[0]} [{key[1]}]")
                 inputs.append(samples[key])
         try:
-            fields = judge(*inputs, factor=factor, alpha=alpha, floor_s=floor_s)
+            fields = judge(*inputs, factor=factor, alpha=alpha, floor_s=floor_for(devices[(case_id, label)], floor_s))
         except ValueError as exc:
             raise UserError(f"{case_id} [{label}]: {exc}") from None
         result.verdicts.append(Verdict(case_id=case_id, label=label, **fields))
@@ -250,7 +259,13 @@ def method(c: Comparison) -> str:
     return (f"times normalised by each case's calibration product, round by round; slower/faster: ratio beyond "
             f"{c.factor:g}x and fewer than α = {c.alpha:g} of the ratios of a hierarchical bootstrap (worker processes, "
             f"then rounds) on the other side of {c.factor:g}x; "
-            f"medians below {format_seconds(c.floor_s)} are not judged")
+            f"medians below {floor_text(c.floor_s)} are not judged")
+
+
+def floor_text(floor_s: float | None) -> str:
+    if floor_s is not None:
+        return format_seconds(floor_s)
+    return f"{format_seconds(FLOOR_S['cpu'])} (CPU) or {format_seconds(FLOOR_S['cuda'])} (GPU)"
 
 
 def _ratio(v: Verdict) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from hebbbench.rules import fp32_precision
+
 from hebbbench._version import __version__
 from hebbbench.measure.devices import cpu_model, cuda_count
 
@@ -76,7 +78,9 @@ def collect(seed: int, argv: list[str] | None = None) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "thread_variables": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        # each library's float32 precision flag as found; the harness sets them per implementation
+        # (fp32_precision.py; a row's ``precision`` says which its products used)
+        "fp32_precision_found": fp32_precision.current(),
         "seed": seed,
         "command": argv if argv is not None else sys.argv,
     }

@@ -1,7 +1,10 @@
 """Honest timing of several implementations of one case (docs/design.md §4).
 
 - a clock that reads the *device*: CUDA events recorded on the current stream around
-  the call (synchronised before reading), or ``time.perf_counter`` on the CPU;
+  the call, queued behind a spinning kernel so that the host's dispatch is not in the
+  interval (synchronised before reading), or ``time.perf_counter`` on the CPU; on CUDA the
+  call's latency (launch on an idle device to its end, dispatch included) is measured
+  apart, a few calls each after the rounds (:class:`Clock`);
 - warm-up by time (at least ``warmup_s``, covering clock ramp-up and lazy initialisation);
 - implementations interleaved round by round, each round's order taken from a Williams
   design (Williams, "Experimental designs balanced for the estimation of residual effects
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,31 +72,104 @@ class TimingPolicy:
             raise ValueError("warmup_s >= 0, case_seconds > 0 and target_rel_iqr > 0 are required")
 
 
-class Clock:
-    """Times one call on a device: CUDA events on the current stream, or perf_counter on the CPU."""
+class CudaQueue:
+    """What the clock needs of a CUDA device: synchronise, events, and a kernel that keeps it busy."""
 
-    def __init__(self, device: torch.device | str) -> None:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    def event(self):
+        return torch.cuda.Event(enable_timing=True)
+
+    def sleep(self, cycles: int) -> None:
+        torch.cuda._sleep(int(cycles))  # a kernel that spins for ``cycles`` GPU clock cycles
+
+    def cycles_per_second(self) -> float:
+        """The rate of ``sleep``'s cycles, measured once: a 10-million-cycle sleep between two events."""
+        start, end = self.event(), self.event()
+        self.synchronize()
+        start.record()
+        self.sleep(10_000_000)
+        end.record()
+        end.synchronize()
+        return 10_000_000 / (start.elapsed_time(end) / 1e3)
+
+
+#: the device is kept busy this many times the host dispatch time last seen (and at least MIN_AHEAD_S)
+AHEAD_FACTOR, MIN_AHEAD_S, MAX_AHEAD_S = 2.0, 20e-6, 0.05
+
+
+def ahead_seconds(dispatch_s: float) -> float:
+    """How long the device is kept busy before a timed call: long enough for the host to queue the
+    whole call behind it (twice the dispatch seen last), clamped to [20 µs, 50 ms]."""
+    return min(MAX_AHEAD_S, max(MIN_AHEAD_S, AHEAD_FACTOR * dispatch_s))
+
+
+class Clock:
+    """Times one call on a device: its **device time** (what samples hold) and its **latency**.
+
+    - CPU: ``time.perf_counter`` around the call; device time and latency are the same thing.
+    - CUDA, device time: CUDA events on the current stream. Recording the start event on an idle
+      device and then launching from Python would count the host's dispatch (the Python and
+      launch overhead, microseconds per kernel) as device time: small cases would measure
+      dispatch. So a spinning kernel (``torch.cuda._sleep``) is queued first, long enough for the
+      host to queue the whole call behind it (:func:`ahead_seconds` of the dispatch time last
+      seen); the start event then runs when the device reaches the call, and the interval is
+      the device's own work (as triton's ``do_bench`` queues calls behind its cache flush).
+      ``dispatch_bound`` counts samples whose dispatch outlasted the spin (their interval may
+      contain host gaps; the next spin is longer).
+    - CUDA, latency (:meth:`latency`): wall time from launching the call on an idle device to
+      its end (``perf_counter`` around the call and a synchronize): what a caller waits,
+      dispatch included.
+    """
+
+    def __init__(self, device: torch.device | str, queue: CudaQueue | None = None) -> None:
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
+        self.queue = queue or (CudaQueue(self.device) if self.cuda else None)
+        self._cycles_per_s: float | None = None
+        self.dispatch_s = 0.0  # the host's dispatch time of the last call
+        self.dispatch_bound = 0
 
     def sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
+        if self.queue is not None:
+            self.queue.synchronize()
 
     def measure(self, fn: Callable[[], object]) -> float:
-        """Seconds taken by ``fn()`` on the device (all work queued before it is finished first)."""
-        if self.cuda:
-            with torch.cuda.device(self.device):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize()
-                start.record()
-                out = fn()  # kept until the clock is read: freeing it is not the call's time
-                end.record()
-                end.synchronize()
-                del out
-                return start.elapsed_time(end) / 1e3
+        """Seconds of device time taken by ``fn()`` (all work queued before it is finished first)."""
+        if self.queue is None:
+            t0 = time.perf_counter()
+            out = fn()
+            elapsed = time.perf_counter() - t0
+            del out
+            return elapsed
+        with torch.cuda.device(self.device) if self.cuda else nullcontext():
+            q = self.queue
+            if self._cycles_per_s is None:
+                self._cycles_per_s = q.cycles_per_second()
+            ahead = ahead_seconds(self.dispatch_s)
+            start, end = q.event(), q.event()
+            q.synchronize()
+            q.sleep(ahead * self._cycles_per_s)  # the device busy while the host queues the call
+            t0 = time.perf_counter()
+            start.record()
+            out = fn()  # kept until the clock is read: freeing it is not the call's time
+            end.record()
+            self.dispatch_s = time.perf_counter() - t0
+            self.dispatch_bound += self.dispatch_s > ahead
+            end.synchronize()
+            del out
+            return start.elapsed_time(end) / 1e3
+
+    def latency(self, fn: Callable[[], object]) -> float:
+        """Wall seconds from calling ``fn()`` on an idle device to the device finishing it."""
+        self.sync()
         t0 = time.perf_counter()
         out = fn()
+        self.sync()
         elapsed = time.perf_counter() - t0
         del out
         return elapsed
@@ -152,6 +229,9 @@ class Timing:
     samples: list[float] = field(default_factory=list)
     process: list[int] = field(default_factory=list)
     faults: list[int] = field(default_factory=list)
+    #: wall seconds of calls from an idle device to their end (CUDA; empty on the CPU, where a
+    #: sample is already the call's latency)
+    latency: list[float] = field(default_factory=list)
 
     @classmethod
     def pooled(cls, timings: list["Timing"]) -> "Timing":
@@ -161,6 +241,7 @@ class Timing:
             out.samples += list(t.samples)
             out.process += [index] * len(t.samples)
             out.faults += list(t.faults) if len(t.faults) == len(t.samples) else []
+            out.latency += list(t.latency)
         if len(out.faults) != len(out.samples):
             out.faults = []
         return out
@@ -168,7 +249,7 @@ class Timing:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Timing":
         return cls([float(v) for v in record["samples"]], [int(v) for v in record.get("process") or []],
-                   [int(v) for v in record.get("faults") or []])
+                   [int(v) for v in record.get("faults") or []], [float(v) for v in record.get("latency") or []])
 
     def record(self) -> dict[str, Any]:
         """As samples.jsonl stores it (``process`` and ``faults`` only when known)."""
@@ -177,6 +258,8 @@ class Timing:
             out["process"] = self.process
         if self.faults:
             out["faults"] = self.faults
+        if self.latency:
+            out["latency"] = self.latency
         return out
 
     def groups(self) -> list[np.ndarray]:
@@ -214,6 +297,7 @@ class Timing:
         gs = self.groups()
         return {"median_s": self.median, "q1_s": self.q1, "q3_s": self.q3, "n_samples": len(self.samples),
                 "iqr_s": self.iqr, "rel_iqr": self.rel_iqr, "noisy": self.noisy,
+                "latency_s": float(np.median(self.latency)) if self.latency else self.median,
                 "processes": len(gs), "process_spread": pooling.spread(gs) if gs else math.nan,
                 "unstable": pooling.unstable(gs),
                 "faults_per_call": float(np.median(self.faults)) if self.faults else math.nan}
@@ -234,6 +318,10 @@ def round_orders(k: int) -> list[list[int]]:
             high -= 1
     orders = [[(j + i) % k for j in first] for i in range(k)]
     return orders + [order[::-1] for order in orders] if k % 2 and k > 1 else orders
+
+
+#: calls per implementation whose latency is measured after the rounds (CUDA)
+LATENCY_CALLS = 10
 
 
 def time_interleaved(
@@ -284,6 +372,12 @@ def time_interleaved(
             break
         if time.perf_counter() - started >= policy.case_seconds and done >= whole(policy.min_rounds_capped):
             break
+    if clock.queue is not None:  # latency: a few calls each from an idle device, interleaved
+        for _ in range(min(LATENCY_CALLS, done)):
+            for name in names:
+                reset.get(name, noop)()
+                flush()
+                results[name].latency.append(clock.latency(calls[name]))
     return results
 
 

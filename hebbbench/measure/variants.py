@@ -44,6 +44,7 @@ from torch import Tensor
 
 from hebbbench import rules
 from hebbbench.measure import devices
+from hebbbench.rules import fp32_precision
 from hebbbench.measure.numerics import relative_error
 from hebbbench.measure.timing import Timing, TimingPolicy, time_interleaved
 from hebbbench.store import Status
@@ -61,6 +62,9 @@ class Prepared:
     reset: Callable[[], object] | None
     delta: Callable[[], Tensor] | None  # None: nothing to check (e.g. a whole network step)
     compile: Callable[[], float] | None = None
+    #: the float32 precision its products and convolutions run in (fp32_precision.py): set before
+    #: its check and before each of its samples (outside the timing), restored after the case
+    fp32: str = "ieee"
 
 
 @dataclass
@@ -91,8 +95,15 @@ def check(prepare: Callable[[], Prepared], device: str, reference: Tensor | None
           against: str = "the reference") -> tuple[Outcome, Prepared | None]:
     """Step 1 for one variant: its outcome, and its closures when it may be timed."""
     out = Outcome(tolerance=tolerance)
+    with fp32_precision.restored():
+        return _check(prepare, device, reference, out, max_first_call_s, against)
+
+
+def _check(prepare: Callable[[], Prepared], device: str, reference: Tensor | None, out: Outcome,
+           max_first_call_s: float, against: str) -> tuple[Outcome, Prepared | None]:
     try:
         prepared = prepare()
+        fp32_precision.apply(prepared.fp32)
         reset = prepared.reset or (lambda: None)
         if prepared.compile is not None:  # compilation outside timing, reported on its own
             reset()
@@ -105,9 +116,9 @@ def check(prepare: Callable[[], Prepared], device: str, reference: Tensor | None
             dw = prepared.delta()
             out.error = relative_error(dw, reference)
             del dw
-            if not out.error <= tolerance:
+            if not out.error <= out.tolerance:
                 out.status, out.reason = Status.WRONG, (f"relative error {out.error:.2e} against {against} "
-                                                        f"exceeds the tolerance {tolerance:.0e}")
+                                                        f"exceeds the tolerance {out.tolerance:.0e}")
                 return out, None
         if out.first_call_s > max_first_call_s:
             out.status, out.reason = Status.OVER_BUDGET, (f"its first call took {out.first_call_s:.3g} s > "
@@ -131,22 +142,35 @@ def time_checked(timed: Mapping[str, Prepared], outcomes: dict[str, Outcome], de
         return {}
     calls = {label: p.call for label, p in timed.items()}
     calls.update(extra or {})
-    resets = {label: p.reset for label, p in timed.items() if p.reset is not None}
-    try:
-        timings = time_interleaved(calls, device, policy, reset=resets)
-    except Exception as exc:  # noqa: BLE001
-        devices.release(device, collect=True)
-        for label in timed:
-            outcomes[label].status, outcomes[label].reason = _failed(exc), f"during timing: {one_line(exc)}"
-        if keep is None or keep not in timed:
-            return {}
-        timings = time_interleaved({keep: timed[keep].call}, device, policy,
-                                   reset={keep: timed[keep].reset} if timed[keep].reset else {})
-        outcomes[keep].status, outcomes[keep].reason = Status.OK, ""
+    resets = {label: precise_reset(p) for label, p in timed.items()}
+    resets.update({label: precise_reset(Prepared(call, None, None)) for label, call in (extra or {}).items()})
+    with fp32_precision.restored():
+        try:
+            timings = time_interleaved(calls, device, policy, reset=resets)
+        except Exception as exc:  # noqa: BLE001
+            devices.release(device, collect=True)
+            for label in timed:
+                outcomes[label].status, outcomes[label].reason = _failed(exc), f"during timing: {one_line(exc)}"
+            if keep is None or keep not in timed:
+                return {}
+            timings = time_interleaved({keep: timed[keep].call}, device, policy, reset={keep: resets[keep]})
+            outcomes[keep].status, outcomes[keep].reason = Status.OK, ""
     for label in timed:
         if label in timings:
             outcomes[label].timing = timings[label]
     return {label: t for label, t in timings.items() if label not in timed}
+
+
+def precise_reset(prepared: Prepared) -> Callable[[], None]:
+    """What runs before each sample of ``prepared``, outside the timing: its float32 precision set,
+    then its own reset (interleaved implementations may each ask for another precision)."""
+    reset = prepared.reset
+
+    def before() -> None:
+        fp32_precision.apply(prepared.fp32)
+        if reset is not None:
+            reset()
+    return before
 
 
 def run_variants(prepare: Mapping[str, Callable[[], Prepared]], device: str, policy: TimingPolicy, *,
@@ -185,6 +209,12 @@ def time_together(prepared: Prepared, group: Group, samples: int, warmup_s: floa
     """Time a step every rank of ``group`` runs together: this rank's ``[seconds, *after()]`` per
     sample, and how many warm-up calls ran. ``start`` runs after the barrier, just before the clock
     (e.g. zeroing communication counters); ``after`` reads what else a sample measured."""
+    with fp32_precision.fp32(prepared.fp32):
+        return _time_together(prepared, group, samples, warmup_s, start, after)
+
+
+def _time_together(prepared: Prepared, group: Group, samples: int, warmup_s: float,
+                   start: Callable[[], object], after: Callable[[], list[float]]) -> tuple[list[list[float]], int]:
     reset = prepared.reset or (lambda: None)
     t0, warmup = time.perf_counter(), 0
     while True:  # warm-up by time: every rank calls until all agree it is over (at least once)

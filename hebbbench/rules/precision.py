@@ -7,9 +7,11 @@ reference is part of the result, reported by the harness next to their speed; ea
 states the bound it is tested to (``rtol``).
 
 - ``fh-tf32``: float32 products with TensorFloat-32 allowed (11-bit significands, float32
-  accumulation) by ``torch.set_float32_matmul_precision("high")`` set only inside each
-  product and restored after. It changes process-wide state for the duration of the
-  product, so do not run other float32 work concurrently in another thread. TF32 is a
+  accumulation): its ``fp32_precision`` is ``tf32``, which the harness sets for all its
+  float32 products and convolutions (rules/fp32_precision.py); its products also set it
+  themselves (and restore it after), so the implementation computes in TF32 outside the harness
+  too. It changes process-wide state for the duration of the product, so do not run other
+  float32 work concurrently in another thread. TF32 is a
   CUDA (Ampere and later) feature: on the CPU it is plain float32 (oneDNN honours the
   setting only on CPUs with TF32 support; this machine's has none, so the CPU tests see
   fh's error), and float64 inputs are never affected. Its ``rtol`` is derived, not
@@ -35,6 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from hebbbench.rules.fp32_precision import fp32
 from hebbbench.rules.hpca import HPCAFastHebb
 from hebbbench.rules.registry import register
 from hebbbench.rules.swta import SWTAFastHebb
@@ -50,12 +53,8 @@ TF32_RTOL = BF16_RTOL / 4
 
 def tf32_matmul(a: Tensor, b: Tensor) -> Tensor:
     """a @ b with TF32 allowed for float32 (CUDA; plain float32 elsewhere), the setting restored after."""
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high")
-    try:
+    with fp32("tf32"):
         return torch.mm(a, b)  # (.,K)@(K,.)
-    finally:
-        torch.set_float32_matmul_precision(previous)
 
 
 def bf16_matmul(a: Tensor, b: Tensor) -> Tensor:
@@ -90,6 +89,7 @@ class SWTATF32(SWTAFastHebb):
 
     summary = "FastHebb with TF32 matrix products allowed (CUDA; float32 elsewhere)"
     rtol = TF32_RTOL
+    fp32_precision = "tf32"
     matmul = staticmethod(tf32_matmul)
 
 
@@ -99,6 +99,7 @@ class HPCATF32(HPCAFastHebb):
 
     summary = "FastHebb with TF32 matrix products allowed (CUDA; float32 elsewhere)"
     rtol = TF32_RTOL
+    fp32_precision = "tf32"
     matmul = staticmethod(tf32_matmul)
 
 

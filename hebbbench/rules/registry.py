@@ -69,6 +69,9 @@ class Update:
     rtol: ClassVar[float | None] = None
     #: fixed precision of the main products whatever the input dtype (None: the input's).
     compute_dtype: ClassVar[torch.dtype | None] = None
+    #: the precision of its float32 products and convolutions (rules/fp32_precision.py): IEEE
+    #: float32 unless the implementation's name says otherwise (fh-tf32: "tf32"); the harness sets it.
+    fp32_precision: ClassVar[str] = "ieee"
     #: True when a first call with a new (shape, dtype, device) compiles code.
     compiles: ClassVar[bool] = False
     #: layer kind -> the implementation whose code this one runs on such layers (fh-conv is fh on

@@ -62,6 +62,7 @@ from hebbbench.nn.data import Batches, dataset_info
 from hebbbench.nn.networks import HebbianNetwork, LayerShape, NetworkSpec, layer_shapes
 from hebbbench.measure.numerics import tolerance
 from hebbbench.measure.timing import Timing, TimingPolicy, speedup_columns
+from hebbbench.rules.fp32_precision import mode_of
 from hebbbench.measure.variants import Outcome, Peak, Prepared, check, time_checked
 from hebbbench.store import KEY_COLUMNS, SCHEMA_VERSION, Status
 from hebbbench.nn.training import STEP, layer_inputs, load_weights, reset_call, step_call, update_call, weights
@@ -183,8 +184,9 @@ class NetworkCase:
             t0 = time.perf_counter()
             call()
             return time.perf_counter() - t0
-        return Prepared(call=call, reset=None, delta=call,
-                        compile=compile_ if v.net.hebbian_layers[name].rule.compiles else None)
+        rule = v.net.hebbian_layers[name].rule
+        return Prepared(call=call, reset=None, delta=call, compile=compile_ if rule.compiles else None,
+                        fp32=mode_of(type(rule)))
 
     def _checked(self, out: _Outcome, prepare, reference, tolerance_: float,
                  budget: float) -> Prepared | None:
@@ -278,7 +280,9 @@ class NetworkCase:
             call()
             return time.perf_counter() - t0
         compiles = any(layer.rule.compiles for layer in v.net.hebbian_layers.values())
-        return Prepared(call=call, reset=reset, delta=None, compile=compile_ if compiles else None)
+        modes = {mode_of(type(layer.rule)) for layer in v.net.hebbian_layers.values()}
+        return Prepared(call=call, reset=reset, delta=None, compile=compile_ if compiles else None,
+                        fp32=modes.pop() if len(modes) == 1 else "ieee")
 
     def run_step(self) -> None:
         """Time the whole step of fh and of every variant whose step fits the budget, interleaved."""

@@ -82,6 +82,7 @@ from hebbbench.nn.networks import NETWORKS, NetworkSpec, build_network, layer_sh
 from hebbbench.nn.training import load_weights, weights
 from hebbbench.rules.specs import parse_spec
 from hebbbench.measure.timing import Timing, speedup_columns
+from hebbbench.rules.fp32_precision import mode_of
 from hebbbench.measure.variants import Prepared, time_together
 from hebbbench.suites.grid import Variant
 
@@ -261,7 +262,8 @@ def _time_case(comm: Comm, config: ScaleConfig, device: str, rule: str, impl: st
     dp = DataParallel(net, comm, reduce=config.reduce)
     start = weights(net)
     batches = itertools.cycle(mine)
-    step = Prepared(call=lambda: dp.step(next(batches)), reset=lambda: load_weights(net, start), delta=None)
+    step = Prepared(call=lambda: dp.step(next(batches)), reset=lambda: load_weights(net, start), delta=None,
+                    fp32=mode_of(rules.lookup(rule, variant.name)))
     # every step from the same weights, at every world size; per step: its time, update and batch-norm comm
     timed, warmup_steps = time_together(step, comm, config.steps, config.warmup_s, start=comm.reset,
                                         after=lambda: [comm.seconds("update"), comm.seconds("batchnorm")])

@@ -10,7 +10,9 @@
 
 Every case also times a *calibration*: a matrix product (M,K)@(K,D) with K = max(N, M) — Yᵀ X
 on the case's rows, or, when the layer has more neurons than rows, a fixed (M,M) matrix times
-W (the shape of HPCA-FH's tril(YᵀY) W) — repeated up to about 1e8 FLOP and interleaved with
+W (the shape of HPCA-FH's tril(YᵀY) W) — repeated up to about 1e8 FLOP on a CPU, 1e10 on a GPU
+(about a millisecond of a CPU core; 0.2–2 ms of a GPU, where 1e8 FLOP take 2–15 µs, below any
+timer's steady range) and interleaved with
 the variants: the compute-bound reference that ``hebbbench compare`` divides each variant's
 samples by, round by round, so that runs on different machines, or on one machine under
 different load, can be compared.
@@ -36,6 +38,7 @@ from hebbbench.rules.conv import responses_to_rows
 from hebbbench.suites.grid import Case, Variant
 from hebbbench.nn.layers import HebbianConv2d, HebbianLayer, HebbianLinear
 from hebbbench.rules.registry import Update
+from hebbbench.rules.fp32_precision import mode_of
 from hebbbench.measure.variants import Prepared
 
 STEP_LR = 1e-3
@@ -81,17 +84,18 @@ def predict(case: Case, variant: Variant) -> Cost:
     return Cost(flops, nbytes, memory + reference, rule.overhead_seconds(n, m, d))
 
 
-#: the calibration repeats its product until it does this much work (about a millisecond on one
-#: CPU core: a single small product is too short to time steadily on a shared machine) ...
-CALIBRATION_FLOP = 1e8
+#: the calibration repeats its product until it does this much work, by device type (about a
+#: millisecond on one CPU core: a single small product is too short to time steadily on a shared
+#: machine; 0.2 ms on an H200's IEEE float32 GEMMs, 2 ms on a T4-class GPU) ...
+CALIBRATION_FLOP = {"cpu": 1e8, "cuda": 1e10}
 #: ... but at most this many times (tiny cases).
 CALIBRATION_MAX_REPEATS = 64
 
 
-def calibration_repeats(n: int, m: int, d: int) -> int:
-    """How many times the calibration computes its (M,K)@(K,D) product, K = max(N, M)."""
+def calibration_repeats(n: int, m: int, d: int, device_type: str = "cpu") -> int:
+    """How many times the calibration computes its (M,K)@(K,D) product, K = max(N, M), on a device of this type."""
     flops = 2.0 * m * max(n, m) * d
-    return max(1, min(CALIBRATION_MAX_REPEATS, math.ceil(CALIBRATION_FLOP / flops)))
+    return max(1, min(CALIBRATION_MAX_REPEATS, math.ceil(CALIBRATION_FLOP[device_type] / flops)))
 
 
 def calibration_memory(n: int, m: int, d: int, itemsize: int) -> float:
@@ -150,7 +154,7 @@ class CaseWorkload:
             a = (torch.randn(m, m, generator=g) / m**0.5).to(device=self.w0.device, dtype=self.w0.dtype)
             b = self.w0  # (M,M), (M,D)
         out = torch.empty(m, d, dtype=self.w0.dtype, device=self.w0.device)
-        repeats = calibration_repeats(n, m, d)
+        repeats = calibration_repeats(n, m, d, self.w0.device.type)
 
         @torch.no_grad()
         def call() -> Tensor:
@@ -180,7 +184,8 @@ class CaseWorkload:
                 def call() -> Tensor:
                     return rule.update(x, y, w)
             compile_ = (lambda: rule.prepare(x, y, w)) if rule.compiles else None
-            return Prepared(call=torch.no_grad()(call), reset=None, delta=torch.no_grad()(call), compile=compile_)
+            return Prepared(call=torch.no_grad()(call), reset=None, delta=torch.no_grad()(call), compile=compile_,
+                            fp32=mode_of(type(rule)))
 
         layer = build_layer(case, variant, self.w0)
         images, w0 = self.images, self.w0
@@ -203,4 +208,4 @@ class CaseWorkload:
             return time.perf_counter() - start
 
         return Prepared(call=lambda: layer.hebbian_step(images), reset=reset, delta=delta,
-                        compile=compile_step if layer.rule.compiles else None)
+                        compile=compile_step if layer.rule.compiles else None, fp32=mode_of(type(layer.rule)))
