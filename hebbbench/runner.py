@@ -368,7 +368,10 @@ def _run_workers(jobs: dict[str, list[Case]], settings: Settings, on_message: Ca
         on_message(device, kind, payload)
 
     def ended(device: str, w: _Worker) -> None:
-        w.process.join(timeout=5)
+        w.process.join(timeout=10)
+        if w.process.is_alive():  # its pipe is closed but it hangs on its way out (e.g. a device's teardown)
+            w.process.terminate()
+            w.process.join()
         if not w.done:
             on_message(device, "failed", f"its worker process died (exit code {w.process.exitcode})")
         if w.current is not None:  # it died measuring this case: an error row for it, in this process

@@ -159,6 +159,24 @@ class Crash(rules.HPCA):
         return rules.get("hpca").delta(x, y, w)
 
 
+POISON = "HEBBBENCH_TEST_POISON"
+
+
+class Poison(rules.HPCA):
+    """HPCA-fh that, on inputs of POISON rows, leaves its device failed the way a sticky CUDA error
+    does: its own call returns, and the next synchronisation of the device (the release after the
+    case) raises, in this process and forever after."""
+
+    def delta(self, x, y, w):
+        if os.environ.get(POISON) == str(x.shape[0]):
+            from hebbbench.measure import devices
+
+            def release(device, collect=False):
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            devices.release = release
+        return rules.get("hpca").delta(x, y, w)
+
+
 @pytest.fixture(scope="module")
 def flaky():
     """Flaky registered as ("hpca", "test-flaky") for the tests of one module (module-scoped fixtures use it)."""

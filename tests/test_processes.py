@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import hebbbench
-from conftest import CRASH, Crash
+from conftest import CRASH, POISON, Crash, Poison
 from hebbbench import rules
 from hebbbench.errors import UserError
 from hebbbench.measure import conditions
@@ -156,6 +156,22 @@ def test_a_worker_that_dies_is_a_failure_and_the_run_goes_on(tmp_path, monkeypat
     assert set(lost["status"]) == {"error"}
     assert lost["reason"].str.contains("its worker process died while measuring it").all()
     assert set(frame.drop(lost.index)["status"]) == {"ok"}  # the run went on after the death
+
+
+def test_a_device_that_fails_outside_a_variant_costs_its_case_and_a_fresh_worker_goes_on(tmp_path, monkeypatch):
+    """A sticky device error met by the release after a case (a synchronisation outside any variant's
+    try) once ended the worker and lost its remaining cases: now that case is an error in that process
+    and a fresh worker (a fresh device context) measures the rest."""
+    monkeypatch.setenv(POISON, "2")  # the fully connected layer at batch 2
+    out = tmp_path / "poison"
+    with rules.registered("hpca", "test-poison", Poison):
+        frame = hebbbench.run(config=TINY, out=out, rules=["hpca"], impls=["fh", "test-poison"], what=["update"],
+                              batch_sizes=[2, 3])
+    env = json.loads((out / "env.json").read_text())
+    assert [f for f in env["failures"] if "the device failed" in f and "illegal memory access" in f] != []
+    lost = frame[(frame["layer"] == "fc") & (frame["batch"] == 2)]
+    assert set(lost["status"]) == {"error"} and lost["reason"].str.contains("the device failed").all()
+    assert len(frame) == 8 and set(frame.drop(lost.index)["status"]) == {"ok"}
 
 
 def test_workers_that_die_on_every_case_end_the_run_with_every_case_an_error(tmp_path, monkeypatch):

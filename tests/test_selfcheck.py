@@ -23,25 +23,26 @@ class HPCAOff(HPCAFastHebb):
         return super().delta(x, y, w) * 1.01
 
 
-def test_equivalence_checks_every_implementation_against_the_float64_reference(tmp_path):
+def test_the_equivalence_check_catches_a_wrong_implementation():
+    inputs = selfcheck.equivalence_inputs("cpu")
     with rules.registered("hpca", "test-off", HPCAOff):
-        step = selfcheck.equivalence("cpu", tmp_path / "eq")
-    frame = pd.read_csv(tmp_path / "eq" / "equivalence.csv")
-    assert set(map(tuple, frame[["rule", "impl"]].drop_duplicates().values)) == {*rules.available(),
-                                                                                   ("hpca", "test-off")}
-    assert set(frame["layer"]) == {"fc", "conv"}
-    off = frame[frame["impl"] == "test-off"]
-    assert set(off["status"]) == {"wrong"} and (off["error"] > 5e-3).all()
-    fine = frame[(frame["status"] == "ok")]
-    assert (fine["error"] <= fine["tolerance"]).all() and len(fine) > 50
-    skipped = frame[frame["status"] == "skipped"]
-    assert set(skipped["impl"]) <= {"fh-graph", "fh-triton"}  # GPU-only forms, said so
-    assert not step.passed and "hpca/test-off fc: wrong" in step.detail
+        off = selfcheck.check_pair("hpca", "test-off", inputs)
+    assert [r["status"] for r in off] == ["wrong", "wrong"] and all(r["error"] > 5e-3 for r in off)
+    assert "exceeds" in off[0]["reason"]
+    fine = selfcheck.check_pair("hpca", "fh", inputs)
+    assert [r["status"] for r in fine] == ["ok", "ok"] and all(r["error"] < 1e-5 for r in fine)
 
 
-def test_a_step_over_the_budget_is_not_run_and_fails_the_check(tmp_path):
-    """A budget that only the first step fits: the others are listed as not run, the verdict fails."""
+def test_a_check_within_a_budget_only_the_first_step_fits(tmp_path):
+    """The equivalence step covers every registered implementation on both layers; a budget that only
+    it fits leaves the other steps listed as not run, and the verdict fails."""
     check = selfcheck.run("cpu", out=tmp_path / "check", budget_s=1.0, reports=False)
+    frame = pd.read_csv(tmp_path / "check" / "equivalence" / "equivalence.csv")
+    assert set(map(tuple, frame[["rule", "impl"]].drop_duplicates().values)) == set(rules.available())
+    assert set(frame["layer"]) == {"fc", "conv"}
+    fine = frame[frame["status"] == "ok"]
+    assert (fine["error"] <= fine["tolerance"]).all() and len(fine) > 50
+    assert set(frame[frame["status"] == "skipped"]["impl"]) <= {"fh-graph", "fh-triton"}  # GPU-only forms
     assert [s.name for s in check.steps] == list(selfcheck.STEPS)
     assert check.steps[0].passed and all(s.passed is None for s in check.steps[1:])
     assert check.exit_code == 1
