@@ -7,6 +7,12 @@ Peak memory of one call:
   allocation (torch's ``MemTracker``); kernels' internal scratch buffers are not seen.
   (The resident-set high-water mark was tried and rejected: glibc keeps freed blocks, so
   it missed whole allocations.)
+
+Either way only what the call allocates is seen. Memory a variant allocated earlier and holds
+for its calls is added by the harness (``Prepared.held`` in :mod:`hebbbench.measure.variants`):
+a CUDA graph's private memory pool, reserved at capture (before the counter is reset) and
+measured as the bytes of the allocator's segments owned by the pool
+(``torch.cuda.memory_snapshot``), and its static input buffers (:mod:`hebbbench.rules.graphed`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ same for every suite (:func:`run_variants`):
 
 1. **check**, each variant once, untimed: its compilation for these shapes (``compile``,
    reported apart, never timed), a first call with its peak memory
-   (:func:`hebbbench.measure.devices.measure_peak`) and its seconds, and its ΔW against the
+   (:func:`hebbbench.measure.devices.measure_peak`, plus what the variant holds from before
+   the call: ``Prepared.held``) and its seconds, and its ΔW against the
    case's reference, relative Frobenius error within the tolerance
    (:mod:`hebbbench.measure.numerics`), else ``wrong`` and never timed. A first call slower
    than ``max_first_call_s`` is not repeated (``over_budget``, its time that one run).
@@ -55,13 +56,17 @@ class Prepared:
     """The timed call of one variant, the state reset before each sample, and its ΔW for the check.
 
     ``compile`` (implementations that compile code) does the compilation for this case's
-    shapes outside timing and returns its seconds.
+    shapes outside timing and returns its seconds. ``held`` gives the bytes the variant holds
+    between calls, allocated before the first one (fh-graph: its graphs' private pools and
+    static inputs, :meth:`hebbbench.rules.graphed.Graphed.held_bytes`); read after the check's
+    first call, it is added to that call's peak.
     """
 
     call: Callable[[], object]
     reset: Callable[[], object] | None
     delta: Callable[[], Tensor] | None  # None: nothing to check (e.g. a whole network step)
     compile: Callable[[], float] | None = None
+    held: Callable[[], int] | None = None
     #: the float32 precision its products and convolutions run in (fp32_precision.py): set before
     #: its check and before each of its samples (outside the timing), restored after the case
     fp32: str = "ieee"
@@ -110,8 +115,9 @@ def _check(prepare: Callable[[], Prepared], device: str, reference: Tensor | Non
             out.compile_s = prepared.compile()
         reset()
         _, peak, out.first_call_s = devices.measure_peak(prepared.call, device)
+        held = prepared.held() if prepared.held is not None else 0
         reset()
-        out.peak_bytes = math.nan if peak is None else float(peak)
+        out.peak_bytes = math.nan if peak is None else float(peak + held)
         if reference is not None and prepared.delta is not None:
             dw = prepared.delta()
             out.error = relative_error(dw, reference)

@@ -2,7 +2,9 @@
 
 - ``update``: ΔW from precomputed x (N,D), y (N,M), w (M,D): ``rule.update(x, y, w)``;
   for conv layers an implementation that overrides ``conv_update`` (it avoids the N×D
-  patch matrix) is given the images and output maps instead of the rows.
+  patch matrix) is given the images and output maps instead of the rows. fh-graph's timed
+  call is the replay of its captured update alone: x, y, w are copied into the graph's
+  static buffers before every sample, outside the timed region (:func:`replayed`).
 - ``step``: one Hebbian training step of the layer on a mini-batch: forward, rows,
   update and W ← W + ηΔW (``layer.hebbian_step``: :func:`hebbbench.nn.step.layer_step`, in the
   implementation's own whole-step form where it has one); the weights are restored before
@@ -18,8 +20,11 @@ samples by, round by round, so that runs on different machines, or on one machin
 different load, can be compared.
 
 Every variant's ΔW is first checked against the FastHebb form computed in float64 on the
-same inputs. The analytic cost (FLOPs, bytes, memory) of every variant comes from its
-implementation's cost model plus the layer's own work.
+same inputs; a step's ΔW is the one its own step form computes (a compiled or captured whole
+step included), read through the step's sink hook (:func:`hebbbench.nn.step.layer_step`,
+the hook data-parallel training writes its partial sums through) instead of applied. The
+analytic cost (FLOPs, bytes, memory) of every variant comes from its implementation's cost
+model plus the layer's own work.
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ from torch import Tensor
 
 from hebbbench import rules
 from hebbbench.rules.conv import responses_to_rows
+from hebbbench.rules.graphed import Captured, Graphed
 from hebbbench.suites.grid import Case, Variant
 from hebbbench.nn.layers import HebbianConv2d, HebbianLayer, HebbianLinear
+from hebbbench.nn.step import layer_step
 from hebbbench.rules.registry import Update
 from hebbbench.rules.fp32_precision import mode_of
 from hebbbench.measure.variants import Prepared
@@ -175,6 +182,8 @@ class CaseWorkload:
         if case.what == "update":
             rule = make_rule(case, variant)
             x, y, w = self.x, self.y, self.w0
+            if isinstance(rule, Graphed):  # the replay alone is timed, its inputs staged before
+                return replayed(rule, x, y, w)
             if uses_conv_update(rule, case):
                 images, maps, geometry = self.images, self.maps, case.layer.geometry
 
@@ -189,15 +198,20 @@ class CaseWorkload:
 
         layer = build_layer(case, variant, self.w0)
         images, w0 = self.images, self.w0
+        sunk = torch.empty_like(w0)  # (M,D): the ΔW a step computes, for the check
+
+        def sink(dw: Tensor) -> None:  # one object: the step form with this sink is built once
+            sunk.copy_(dw)  # (M,D)
 
         @torch.no_grad()
         def reset() -> None:
             layer.weight_rows.copy_(w0)
 
         @torch.no_grad()
-        def delta() -> Tensor:
+        def delta() -> Tensor:  # the step's own form, its ΔW written to the sink instead of applied
             reset()
-            return layer.delta(images, layer(images))
+            layer_step(layer, images, sink)
+            return sunk.clone()
 
         def compile_step() -> float:
             reset()
@@ -208,4 +222,27 @@ class CaseWorkload:
             return time.perf_counter() - start
 
         return Prepared(call=lambda: layer.hebbian_step(images), reset=reset, delta=delta,
-                        compile=compile_step if layer.rule.compiles else None, fp32=mode_of(type(layer.rule)))
+                        compile=compile_step if layer.rule.compiles else None,
+                        held=getattr(layer.rule, "held_bytes", None), fp32=mode_of(type(layer.rule)))
+
+
+def replayed(rule: Graphed, x: Tensor, y: Tensor, w: Tensor) -> Prepared:
+    """fh-graph's update as timed: the replay alone, on x, y, w staged outside the timed region.
+
+    ``reset`` (before every sample, outside the clock) copies x (N,D), y (N,M), w (M,D) —
+    the case's own, those fh is timed on — into the graph's static buffers; the timed call
+    replays the graph and returns its static ΔW, no copy in or out; the check reads a copy of
+    that output taken once. The graph's pool and static inputs are added to the peak (``held``).
+    """
+    staged: list[Captured] = []
+
+    def reset() -> None:
+        staged[:] = [rule.captured_update(x, y, w)]  # captured by ``compile`` before
+        staged[0].stage(x, y, w)
+
+    def delta() -> Tensor:
+        reset()
+        return staged[0].replay().clone()  # (M,D)
+
+    return Prepared(call=lambda: staged[0].replay(), reset=reset, delta=delta,
+                    compile=lambda: rule.prepare(x, y, w), held=rule.held_bytes, fp32=mode_of(type(rule)))
