@@ -179,7 +179,8 @@ class CaseWorkload:
             else:
                 def call() -> Tensor:
                     return rule.update(x, y, w)
-            compile_ = (lambda: rule.prepare(x, y, w)) if rule.compiles else None
+            # compiled in the grad mode of the timed calls: dynamo guards on it, another mode would compile again
+            compile_ = torch.no_grad()(lambda: rule.prepare(x, y, w)) if rule.compiles else None
             return Prepared(call=torch.no_grad()(call), reset=None, delta=torch.no_grad()(call), compile=compile_)
 
         layer = build_layer(case, variant, self.w0)
