@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from conftest import spy_step_forms
+from hebbbench.errors import UserError
 from hebbbench.nn.parallel import Comm, DataParallel, RankFailed, SyncBatchNorm, launch_local, shard
+from hebbbench.nn.parallel.launch import cuda_index
 from hebbbench.nn.networks import build_network, layer_shapes, scale_spec
 from hebbbench.measure.numerics import relative_error
 from hebbbench.nn.training import weights
@@ -241,3 +243,20 @@ def test_a_rank_past_the_deadline_is_ended():
     with pytest.raises(RankFailed, match=r"still running after 2 s; ended"):
         launch_local(sleep_forever, 1, timeout_s=2, threads=1)
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("local_rank, count, expected", [
+    (0, 4, 0), (3, 4, 3),  # every rank sees the node's 4 GPUs: LOCAL_RANK
+    (0, 1, 0), (3, 1, 0),  # CUDA_VISIBLE_DEVICES gives each rank its own GPU: the one it sees
+    (3, 2, 1),  # each rank sees its own 2 (SLURM --gpus-per-task=2): the (r mod 2)-th
+])
+def test_a_rank_takes_a_gpu_it_sees(local_rank, count, expected):
+    assert cuda_index(local_rank, count, visible="3") == expected
+
+
+def test_a_rank_that_sees_no_gpu_says_so_in_one_line():
+    with pytest.raises(UserError, match=r"^rank 2 on this node sees no CUDA device \(CUDA_VISIBLE_DEVICES ''\)$"):
+        cuda_index(2, 0, visible="")
+    with pytest.raises(UserError, match=r"sees no CUDA device \(CUDA_VISIBLE_DEVICES not set\)$"):
+        cuda_index(0, 0, visible=None)
+
