@@ -246,20 +246,23 @@ def test_a_rank_past_the_deadline_is_ended():
     assert time.monotonic() - started < 60
 
 
-@pytest.mark.parametrize("local_rank, count, expected", [
-    (0, 4, 0), (3, 4, 3),  # every rank sees the node's 4 GPUs: LOCAL_RANK
-    (0, 1, 0), (3, 1, 0),  # CUDA_VISIBLE_DEVICES gives each rank its own GPU: the one it sees
-    (3, 2, 1),  # each rank sees its own 2 (SLURM --gpus-per-task=2): the (r mod 2)-th
+@pytest.mark.parametrize("local_rank, count, visible, expected", [
+    (0, 4, None, 0), (3, 4, None, 3), (3, 4, "0,1,2,3", 3),  # every rank sees the node's 4 GPUs: LOCAL_RANK
+    (0, 1, "5", 0), (3, 1, "7", 0),  # the launcher gives each rank its own GPU: the one it sees
+    (3, 2, "6,7", 1),  # each rank sees its own 2 (SLURM --gpus-per-task=2): the (r mod 2)-th
 ])
-def test_a_rank_takes_a_gpu_it_sees(local_rank, count, expected):
-    assert cuda_index(local_rank, count, visible="3") == expected
+def test_a_rank_takes_a_gpu_it_sees(local_rank, count, visible, expected):
+    assert cuda_index(local_rank, 4, count, visible) == expected
 
 
-def test_a_rank_that_sees_no_gpu_says_so_in_one_line():
+def test_a_rank_without_a_gpu_of_its_own_says_so_in_one_line():
     with pytest.raises(UserError, match=r"^rank 2 on this node sees no CUDA device \(CUDA_VISIBLE_DEVICES ''\)$"):
-        cuda_index(2, 0, visible="")
+        cuda_index(2, 4, 0, visible="")
     with pytest.raises(UserError, match=r"sees no CUDA device \(CUDA_VISIBLE_DEVICES not set\)$"):
-        cuda_index(0, 0, visible=None)
+        cuda_index(0, 4, 0, visible=None)
+    # every rank sees the same 2 GPUs: 4 ranks would share them
+    with pytest.raises(UserError, match=r"^4 processes on this node need 4 GPUs \(one per process\); torch sees 2$"):
+        cuda_index(3, 4, 2, visible=None)
 
 
 #: the dtypes NCCL reduces (torch's ProcessGroupNCCL; bool travels as uint8): no int16.
