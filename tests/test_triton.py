@@ -213,7 +213,7 @@ def test_step_runs_its_own_kernel_in_the_eager_step(interpreted):
     assert "traceback" not in result, result.get("traceback")
     for kind in ("linear", "conv"):
         assert result[kind]["launches"] == 1 and result[kind]["fh_launches"] == 0, (kind, result[kind])
-        assert result[kind]["error"] < 1e-5, (kind, result[kind])
+        assert result[kind]["error"] < 1e-4, (kind, result[kind])  # float32 against float32: the check's tolerance
 
 
 @pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON)
