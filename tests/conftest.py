@@ -223,7 +223,7 @@ def spy_step_forms(monkeypatch, impl: str) -> list:
 
     calls: list = []
     if impl == "fh-compiled":
-        mixin, real = compiled.Compiled, compiled.Compiled.wrap_step
+        mixin, real = compiled.CompiledStep, compiled.CompiledStep.wrap_step
         monkeypatch.setattr(compiled, "BACKEND", "eager")
     else:
         mixin = graphed.Graphed

@@ -92,3 +92,38 @@ def test_prepare_compiles_outside_timing_and_layers_use_it(rule):
     for trained in (layer, reference):  # hebbian_step runs under torch.no_grad()
         trained.hebbian_step(x)
     assert relative_error(layer.weight, reference.weight) < 1e-5
+
+
+@pytest.mark.parametrize("what", ["update", "step"])
+def test_a_case_compiles_once_across_prepare_check_and_timed_calls(monkeypatch, what):
+    """The harness prepares fh-compiled in the grad mode of its timed calls (torch.no_grad()):
+    dynamo guards a graph on grad mode, so preparing in another mode compiled the same graph
+    again on the first timed call, counted in first_call_s and the peak memory.
+
+    A step case compiles two functions: the layer step (timed) and the update (the check's ΔW).
+    """
+    from hebbbench.measure.variants import check
+    from hebbbench.suites.grid import Case, SweepLayer, Variant
+    from hebbbench.suites.workload import CaseWorkload
+
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        inputs = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+        graphs.append((*inputs, *(tuple(t.shape) for t in example_inputs)))
+        return gm.forward
+
+    monkeypatch.setattr(compiled, "BACKEND", counting_backend)
+    layer = SweepLayer("fc", "linear", in_features=11, out_features=6)  # shapes no other test compiles
+    case = Case("s", "swta", (), layer, 13, "float32", "cpu", what, (Variant("fh-compiled"),), None)
+    workload = CaseWorkload(case, seed=0)
+    outcome, prepared = check(lambda: workload.prepare(Variant("fh-compiled")), "cpu", workload.reference(), 1e-4)
+    assert prepared is not None, (outcome.status, outcome.reason)
+    assert outcome.compile_s > 0
+    assert len(graphs) == len(set(graphs)) == (1 if what == "update" else 2), graphs  # none compiled twice
+    checked = list(graphs)
+    for _ in range(3):  # timed calls, as the timer makes them
+        if prepared.reset:
+            prepared.reset()
+        prepared.call()
+    assert graphs == checked  # nothing compiled while timed

@@ -125,3 +125,100 @@ def test_off_cuda_it_says_so():
         r.update(x, y, w)
     with pytest.raises(ValueError, match="float64"):
         r.update(x.double(), y.double(), w.double())
+
+
+
+# Two checks in one interpreter subprocess (importing torch and triton takes seconds), each
+# part's traceback reported as its result so that one failing part does not hide the other:
+# - "step": fh-triton's layer step, linear and conv, with the kernel launcher counted;
+# - "int64": a row stride of 2³⁰ elements and three rows, so the last row's offset is 2³¹,
+#   past int32. x is a uint8 view 2³¹ bytes into a 4 GiB storage that is allocated but never
+#   touched except where rows are written (a few pages): an int32 offset wraps to −2³¹ and
+#   reads the untouched start of the storage instead of the row.
+INTERPRETED = r"""
+import json, traceback, torch
+import hebbbench.rules._swta_kernels as kernels_module
+from hebbbench import HebbianConv2d, HebbianLinear, rules
+from hebbbench.measure.numerics import relative_error
+from hebbbench.nn.step import step_form
+from conftest import rule_inputs
+assert kernels_module.INTERPRETING
+launches = []
+real = kernels_module.swta_update
+def counted(*args, **kwargs):
+    launches.append(1)
+    return real(*args, **kwargs)
+kernels_module.swta_update = counted
+
+def step():
+    out = {}
+    images = {"linear": torch.randn(4, 24, generator=torch.Generator().manual_seed(1)),
+              "conv": torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(1))}
+    for kind in ("linear", "conv"):
+        changes, counts = {}, {}
+        for impl in ("fh-triton", "fh"):
+            make = (lambda: HebbianLinear(24, 10, rule="swta", impl=impl, lr=0.1, temperature=0.5,
+                                          generator=torch.Generator().manual_seed(0))) if kind == "linear" else (
+                    lambda: HebbianConv2d(3, 8, 3, rule="swta", impl=impl, lr=0.1, temperature=0.5,
+                                          generator=torch.Generator().manual_seed(0)))
+            layer = make()
+            w0 = layer.weight_rows.clone()
+            form = step_form(layer)
+            assert form.func.__name__ == "eager_step" and form.args[1] is layer.rule, form
+            before = len(launches)
+            layer.hebbian_step(images[kind])  # the callable a step case times
+            counts[impl] = len(launches) - before
+            changes[impl] = layer.weight_rows - w0  # η ΔW of one step, (M,D)
+        out[kind] = {"launches": counts["fh-triton"], "fh_launches": counts["fh"],
+                     "error": relative_error(changes["fh-triton"], changes["fh"].double())}
+    return out
+
+def int64():
+    n, m, d, stride = 3, 4, 5, 2**30
+    storage = torch.empty(2**32 + d, dtype=torch.uint8)  # virtual; pages are touched only where written
+    x = storage[2**31:].as_strided((n, d), (stride, 1))  # (N,D), row r at 2³¹ + r·2³⁰ bytes
+    values = torch.randint(1, 256, (n, d), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    x.copy_(values)
+    _, y, w = rule_inputs(n, m, d, seed=3)
+    dw = kernels_module.swta_update(x, y, w, 0.5)  # (M,D)
+    reference = rules.get("swta", impl="fh", temperature=0.5).reference(values.double(), y.double(), w.double())
+    return {"error": relative_error(dw, reference), "max_offset": (n - 1) * stride}
+
+results = {}
+for name, part in (("step", step), ("int64", int64)):
+    try:
+        results[name] = part()
+    except Exception:
+        results[name] = {"traceback": traceback.format_exc()}
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tests), os.environ.get("PYTHONPATH")])),
+           "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", INTERPRETED], env=env, cwd=tests, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"the interpreter run failed:\n{proc.stderr[-4000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON)
+def test_step_runs_its_own_kernel_in_the_eager_step(interpreted):
+    """fh-triton's layer step is the eager step around its own kernel (one launch per step, none
+    by fh), and one step changes the weights as fh's step does, on a linear and a conv layer."""
+    result = interpreted["step"]
+    assert "traceback" not in result, result.get("traceback")
+    for kind in ("linear", "conv"):
+        assert result[kind]["launches"] == 1 and result[kind]["fh_launches"] == 0, (kind, result[kind])
+        assert result[kind]["error"] < 1e-4, (kind, result[kind])  # float32 against float32: the check's tolerance
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason=NO_TRITON)
+def test_offsets_past_int32_address_the_right_rows(interpreted):
+    result = interpreted["int64"]
+    assert "traceback" not in result, result.get("traceback")
+    assert result["max_offset"] >= 2**31
+    assert result["error"] < 1e-5, result

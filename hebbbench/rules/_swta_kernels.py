@@ -10,6 +10,11 @@ Two launches, R never written to global memory:
    and writes (Rᵀ X − diag(1ᵀR) W) / N for its tile. With several splits (when the tiles
    alone would leave the GPU's SMs idle) each split writes a partial and the partials are
    summed afterwards (S×M×D floats).
+
+Offsets are int64: every index (rows, neurons, features, split) is cast to ``tl.int64`` before it
+is multiplied by a stride. Triton passes a stride below 2³¹ as int32, and an int32 ``row·stride``
+wraps once N·D or N·M reaches 2³¹ elements (the VGG nets' conv2 at batch ≥ 298), reading and
+writing outside the tensors.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ BLOCK_D = 64
 @triton.jit
 def row_logsumexp(y_ptr, lse_ptr, n_rows, m_cols, stride_yn, stride_ym, temperature,
                   BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
+    rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)  # (BLOCK_N,)
     row_ok = rows < n_rows
     run_max = tl.full((BLOCK_N,), float("-inf"), tl.float32)
     run_sum = tl.zeros((BLOCK_N,), tl.float32)
@@ -53,9 +58,9 @@ def swta_fused(x_ptr, y_ptr, w_ptr, lse_ptr, out_ptr, n_rows, m_cols, d_cols, ro
                stride_xn, stride_xd, stride_yn, stride_ym, stride_wm, stride_wd,
                stride_os, stride_om, stride_od,
                BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    neurons = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,)
-    feats = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)  # (BLOCK_D,)
-    split = tl.program_id(2)
+    neurons = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)  # (BLOCK_M,)
+    feats = (tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)  # (BLOCK_D,)
+    split = tl.program_id(2).to(tl.int64)
     m_ok = neurons < m_cols
     d_ok = feats < d_cols
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)  # Σ_n r_ni x_nd for the tile

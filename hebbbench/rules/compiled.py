@@ -104,17 +104,29 @@ def _reason(error: BaseException) -> str:
 
 
 class Compiled:
-    """Mixin: ``compiles`` and :meth:`prepare` (the first call, timed, compilation included)."""
+    """Mixin: ``compiles`` and :meth:`prepare` (the first call, timed, compilation included).
+
+    For every implementation whose first call per shape compiles code: torch.compile here,
+    the Triton JIT in fh-triton (``swta_triton``).
+    """
 
     compiles = True
 
     def prepare(self, x: Tensor, y: Tensor, w: Tensor) -> float:
-        """Compile for these shapes outside timing; the seconds of that first call."""
+        """Compile for these shapes outside timing; the seconds of that first call.
+
+        Call it in the grad mode of the calls it prepares (the harness: ``torch.no_grad()``):
+        dynamo specialises a graph on grad mode, so another mode would compile again.
+        """
         start = time.perf_counter()
         out = self.update(x, y, w)
         if out.device.type == "cuda":
             torch.cuda.synchronize(out.device)
         return time.perf_counter() - start
+
+
+class CompiledStep(Compiled):
+    """Mixin of fh-compiled: the layer's whole step compiled too (:meth:`wrap_step`)."""
 
     def eager_form(self):
         """The same update uncompiled (the registered class this one compiles), for a compiled layer step."""
@@ -128,7 +140,7 @@ class Compiled:
 
 
 @register("swta", "fh-compiled")
-class SWTACompiled(Compiled, SWTAFastHebb):
+class SWTACompiled(CompiledStep, SWTAFastHebb):
     """SWTA-FH through torch.compile: softmax, column sums and scaling fused around Rᵀ X."""
 
     summary = "FastHebb compiled by torch.compile (inductor), per shape"
@@ -138,7 +150,7 @@ class SWTACompiled(Compiled, SWTAFastHebb):
 
 
 @register("hpca", "fh-compiled")
-class HPCACompiled(Compiled, HPCAFastHebb):
+class HPCACompiled(CompiledStep, HPCAFastHebb):
     """HPCA-FH through torch.compile: tril and the epilogue fused around the three products."""
 
     summary = "FastHebb compiled by torch.compile (inductor), per shape"

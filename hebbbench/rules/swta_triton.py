@@ -9,6 +9,11 @@ never written to global memory, unlike fh (softmax, then a GEMM reading R back).
 and launch: ``_swta_kernels``. Fixed tiles (32 rows × 64 neurons × 64 features), no
 autotuning; rows are split across programs when the tiles alone would not fill the GPU.
 
+A layer step with fh-triton is the eager step (:func:`hebbbench.nn.step.eager_step`) around
+these kernels: the forward, then this update, then the apply. It has no whole-step form
+of its own (no ``wrap_step``): compiling the step would time torch.compile'd fh instead.
+The first call per shape JIT-compiles the kernels, done before timing (``prepare``).
+
 Triton is imported on first use, so hebbbench imports without it. Inputs are read in
 float32, float16 or bfloat16 and all arithmetic is float32; float64 is refused rather
 than silently rounded. Off CUDA the call raises :class:`~hebbbench.rules.Unavailable`,

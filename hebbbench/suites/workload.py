@@ -192,7 +192,8 @@ class CaseWorkload:
             else:
                 def call() -> Tensor:
                     return rule.update(x, y, w)
-            compile_ = (lambda: rule.prepare(x, y, w)) if rule.compiles else None
+            # compiled in the grad mode of the timed calls: dynamo guards on it, another mode would compile again
+            compile_ = torch.no_grad()(lambda: rule.prepare(x, y, w)) if rule.compiles else None
             return Prepared(call=torch.no_grad()(call), reset=None, delta=torch.no_grad()(call), compile=compile_,
                             fp32=mode_of(type(rule)))
 
@@ -245,4 +246,4 @@ def replayed(rule: Graphed, x: Tensor, y: Tensor, w: Tensor) -> Prepared:
         return staged[0].replay().clone()  # (M,D)
 
     return Prepared(call=lambda: staged[0].replay(), reset=reset, delta=delta,
-                    compile=lambda: rule.prepare(x, y, w), held=rule.held_bytes, fp32=mode_of(type(rule)))
+                    compile=torch.no_grad()(lambda: rule.prepare(x, y, w)), held=rule.held_bytes, fp32=mode_of(type(rule)))

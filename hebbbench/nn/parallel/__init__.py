@@ -10,7 +10,7 @@ Batch norm uses the whole batch's statistics through one small all-reduce per la
     from hebbbench.nn.parallel import Comm, DataParallel, init_from_env, shard
     from hebbbench.nn.networks import build_network
 
-    info = init_from_env("cuda")                      # NCCL, GPU LOCAL_RANK (gloo with "cpu")
+    info = init_from_env("cuda")                      # NCCL, GPU LOCAL_RANK mod visible (gloo: "cpu")
     net = build_network("6layer", "hpca", "fh", device=info.device)
     dp = DataParallel(net, Comm(device=info.device))  # reduce="bucket" (default) or "layer"
     for images in batches:                            # the global batch (B, 3, 32, 32) ...

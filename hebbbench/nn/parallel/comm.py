@@ -2,10 +2,14 @@
 
 Every all-reduce of the training step goes through :class:`Comm`, which counts calls and
 payload bytes per *kind* ("update": the Hebbian partial sums; "batchnorm": the batch
-statistics) and times each call: the device is synchronised first, so work queued before
-the call is not counted as communication, then the clock runs until the reduced tensor is
-ready on the device. Time inside an all-reduce includes waiting for the slowest rank to
-arrive: load imbalance shows up as communication.
+statistics) and times each call without stopping the step: on CUDA by two events recorded on
+the current stream around the call, which are ordered after the work queued before it (not
+counted as communication) and before the work queued after it, read when the seconds are
+asked for (the harness asks after the step, once the device is synchronised); on the CPU
+gloo returns when the sum is in place and ``time.perf_counter`` brackets the call. A host
+synchronisation around every all-reduce (one per layer: the updates with ``reduce="layer"``
+and every batch norm) would serialise the step. Time inside an all-reduce includes waiting
+for the slowest rank to arrive: load imbalance shows up as communication.
 
 Control traffic (agreeing on when warm-up ends, barriers, gathering the measurements,
 checking that the ranks hold the same weights) uses the same group but is neither counted
@@ -18,7 +22,7 @@ counts nothing, so one code path serves every world size.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -35,7 +39,8 @@ class Traffic:
 
     calls: int = 0
     bytes: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # of the calls read so far (:meth:`Comm.seconds` reads the pending ones)
+    pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = field(default_factory=list)  # CUDA calls not read
 
 
 class Comm:
@@ -57,25 +62,42 @@ class Comm:
 
     # -- the counted all-reduce ----------------------------------------------------------
     def all_reduce(self, tensor: Tensor, kind: str) -> Tensor:
-        """Sum ``tensor`` (contiguous) over the ranks in place; returns it. A no-op for one rank."""
+        """Sum ``tensor`` (contiguous) over the ranks in place; returns it. A no-op for one rank.
+
+        Never waits for the device: the sum is ordered on the current stream like any operation.
+        """
         if self.size == 1:
             return tensor
-        self.sync()
-        t0 = time.perf_counter()
-        dist.all_reduce(tensor, group=self.group)
-        self.sync()
-        elapsed = time.perf_counter() - t0
         t = self.traffic.setdefault(kind, Traffic())
         t.calls += 1
         t.bytes += tensor.numel() * tensor.element_size()
-        t.seconds += elapsed
+        if self.device.type == "cuda":
+            stream = torch.cuda.current_stream(self.device)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            dist.all_reduce(tensor, group=self.group)
+            end.record(stream)
+            t.pending.append((start, end))
+        else:
+            t0 = time.perf_counter()
+            dist.all_reduce(tensor, group=self.group)
+            t.seconds += time.perf_counter() - t0
         return tensor
 
     def reset(self) -> None:
         self.traffic = {}
 
     def seconds(self, kind: str | None = None) -> float:
-        """Seconds inside all-reduce calls (of one kind, or all) since the last reset."""
+        """Seconds inside all-reduce calls (of one kind, or all) since the last reset.
+
+        Waits for the calls not read yet to finish (no wait after the step's synchronisation).
+        """
+        for k, t in self.traffic.items():
+            if kind is None or k == kind:
+                for start, end in t.pending:
+                    end.synchronize()
+                    t.seconds += start.elapsed_time(end) / 1e3  # milliseconds
+                t.pending.clear()
         return sum(t.seconds for k, t in self.traffic.items() if kind is None or k == kind)
 
     def calls(self, kind: str | None = None) -> int:
@@ -123,12 +145,16 @@ class Comm:
         """Whether every rank holds the same bits (element-wise max equals min of the bit patterns).
 
         Comparing bit patterns as integers makes NaN equal to itself and tells 0.0 from −0.0.
+        Patterns narrower than 4 bytes (float16, bfloat16) are widened to int32 first: NCCL
+        reduces no int16.
         """
         if self.size == 1:
             return True
         flat = tensor.detach().reshape(-1)
         if flat.is_floating_point():
             flat = flat.view(_BITS[flat.element_size()])
+        if flat.element_size() < 4:
+            flat = flat.to(torch.int32)  # the same pattern, sign-extended: equal exactly when the bits are
         high = self._control(flat.clone(), dist.ReduceOp.MAX)
         low = self._control(flat.clone(), dist.ReduceOp.MIN)
         return bool(torch.equal(high, low))

@@ -8,6 +8,11 @@
 - :func:`init_from_env` joins the process group a launcher such as ``torchrun`` set up
   (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``: ``env://``),
   on one node or across nodes (``--nnodes``, ``--node-rank`` or ``--rdzv-endpoint``).
+
+A rank's GPU (:func:`cuda_index`) is ``LOCAL_RANK mod`` the number of GPUs it sees: ``LOCAL_RANK``
+where every rank sees all of the node's GPUs, and where a launcher gives each rank its own GPU
+through ``CUDA_VISIBLE_DEVICES`` (SLURM's ``--gpus-per-task``) the one it sees, index 0. A node
+with more ranks than GPUs and no ``CUDA_VISIBLE_DEVICES`` is refused in one line.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from hebbbench.errors import UserError
 
 #: environment variables torchrun sets for every rank.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -59,12 +66,31 @@ def under_torchrun() -> bool:
     return all(name in os.environ for name in TORCHRUN_VARIABLES)
 
 
+def cuda_index(local_rank: int, local_world: int, device_count: int, visible: str | None) -> int:
+    """The CUDA device index of rank ``local_rank`` of ``local_world`` on a node, when it sees ``device_count`` GPUs.
+
+    ``local_rank mod device_count``: ``local_rank`` when every rank sees all of the node's GPUs;
+    when a launcher gives each rank its own GPUs (``CUDA_VISIBLE_DEVICES``, given as ``visible``,
+    set per rank) rank r takes the (r mod count)-th of those it sees, the only one when it sees one.
+    UserError when the process sees no GPU, or when ``CUDA_VISIBLE_DEVICES`` is not set and the
+    node has more ranks than GPUs: ranks would share a GPU, which NCCL refuses.
+    """
+    if device_count < 1:
+        shown = "not set" if visible is None else repr(visible)
+        raise UserError(f"rank {local_rank} on this node sees no CUDA device (CUDA_VISIBLE_DEVICES {shown})")
+    if visible is None and local_world > device_count:
+        raise UserError(f"{local_world} processes on this node need {local_world} GPUs (one per process); "
+                        f"torch sees {device_count}")
+    return local_rank % device_count
+
+
 def _join(device_type: str, rank: int, world_size: int, local_rank: int, local_world_size: int,
           init_method: str, timeout_s: float) -> RankInfo:
     backend = backend_for(device_type)
     device = torch.device("cpu")
     if device_type == "cuda":
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", cuda_index(local_rank, local_world_size, torch.cuda.device_count(),
+                                                 os.environ.get("CUDA_VISIBLE_DEVICES")))
         torch.cuda.set_device(device)
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
                             timeout=timedelta(seconds=timeout_s),
@@ -73,7 +99,7 @@ def _join(device_type: str, rank: int, world_size: int, local_rank: int, local_w
 
 
 def init_from_env(device_type: str, timeout_s: float = 1800.0) -> RankInfo:
-    """Join the process group set up by torchrun (``env://``): gloo on the CPU, NCCL on GPU ``LOCAL_RANK``."""
+    """Join the process group set up by torchrun (``env://``): gloo on the CPU, NCCL on GPU :func:`cuda_index`."""
     if not under_torchrun():
         missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
         raise RuntimeError(f"not started by torchrun: {', '.join(missing)} not set")
