@@ -229,3 +229,21 @@ def test_digits_are_32_by_32_three_channel_images_and_subsets_are_stratified():
     assert not torch.equal(subset, labelled.label_subset(split.train.labels, 0.02, seed=4))
     counts = torch.bincount(split.train.labels[subset], minlength=10)
     assert (counts >= 1).all() and counts.sum() == len(subset) == 20
+
+
+def test_data_root_sets_are_read_with_their_labels(tmp_path):
+    """CIFAR pickles keep their labels; an image folder's class is its subfolder (the loaders of reproduce)."""
+    import pickle
+
+    from test_data import write_fake_cifar10, write_fake_image_folder
+
+    write_fake_cifar10(tmp_path, per_file=4)
+    cifar = labelled.load("cifar10", 32, tmp_path)
+    expected = []
+    for i in range(1, 6):
+        with open(tmp_path / "cifar-10-batches-py" / f"data_batch_{i}", "rb") as f:
+            expected += [int(v) for v in pickle.load(f)["labels"]]
+    assert cifar.images.shape == (20, 3, 32, 32) and cifar.labels.tolist() == expected and cifar.classes == 10
+    write_fake_image_folder(tmp_path / "tiny-imagenet-200" / "train", classes=2, per_class=3)
+    tiny = labelled.load("tinyimagenet", 32, tmp_path, max_images=4)
+    assert tiny.images.shape == (4, 3, 32, 32) and sorted(tiny.labels.tolist()) == [0, 0, 1, 1]
