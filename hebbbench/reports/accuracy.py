@@ -270,12 +270,14 @@ def method_text(data: AccuracyData) -> str:
     d = env.get("data", {})
     return (f"Dataset {code(d.get('dataset'))} ({text(d.get('source'))}): {d.get('train_images')} training and "
             f"{d.get('test_images')} held-out images (stratified split, seed {d.get('split_seed')}), at "
-            f"{d.get('image_size')}×{d.get('image_size')}. Network trained: {text(env.get('network', {}).get('trained'))}"
-            f" (width ×{config.get('width')} of the full network's channels). Hebbian phase: "
+            f"{d.get('image_size')}×{d.get('image_size')}. Network trained: "
+            f"{text(env.get('network', {}).get('trained'))} (width ×{config.get('width')} of the full network's "
+            f"channels). Hebbian phase: "
             f"{config.get('epochs')} epoch(s) of {config.get('hebbian_images') or 'all'} images in batches of "
             f"{config.get('batch')}, η = {config.get('lr')} (HPCA: over each layer's mean ‖x‖²). Probe: a linear "
             f"classifier, {config.get('probe_steps')} SGD steps; fine-tuning and backprop only: "
-            f"{config.get('backprop_steps')} SGD steps of the whole net. Seeds {', '.join(map(str, config.get('seeds', [])))}: "
+            f"{config.get('backprop_steps')} SGD steps of the whole net. "
+            f"Seeds {', '.join(map(str, config.get('seeds', [])))}: "
             "each fixes the starting weights (the same for every rule, implementation and baseline), the order of "
             "the Hebbian batches, the labelled subset and the classifier's training.")
 

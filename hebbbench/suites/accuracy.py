@@ -40,6 +40,13 @@ and within ``EXACT_PP`` percentage points of fh's probe accuracy at every fracti
 ones (an implementation with its own tolerance or a fixed reduced compute precision: ``fh-bf16``,
 ``fh-tf32``) within ``APPROX_PP`` points, or they are flagged.
 
+Files of the set (:class:`AccuracySet`): ``results.csv``, one row per (method, rule, implementation,
+seed, fraction) with ``labels`` (the subset's size), ``accuracy`` (held-out, in [0, 1]), ``hebbian_s``
+and ``train_s`` (the classifier's or backprop's seconds) and the store's ``status``/``reason``
+(baselines have no rule or implementation); ``curve.csv``, the time-to-accuracy points (``step``,
+``hebbian_s``, ``accuracy``); ``parity.csv``, one row per (rule, implementation) of the gate; env.json
+(kind ``accuracy``) with the configuration, what was trained, the data and the environment.
+
 The CI form (the defaults) trains the first two Hebbian layers of the 6-layer net at 1/8 width
 (conv1 12 and conv2 16 channels) on scikit-learn's digits resized to 32×32, one Hebbian pass over
 512 images (8 steps), three seeds: small enough for minutes on two CPU cores. ``--width 1 --depth 5`` and
@@ -69,6 +76,7 @@ from hebbbench.errors import UserError
 from hebbbench.measure import conditions, environment
 from hebbbench.measure.devices import device_name
 from hebbbench.nn import labelled
+from hebbbench.nn.data import DATASETS
 from hebbbench.nn.networks import NETWORKS, HebbianNetwork, NetworkSpec, layer_shapes, scale_spec, split_options
 from hebbbench.nn.training import layer_inputs, load_weights, weights
 from hebbbench.rules.specs import parse_spec
@@ -154,7 +162,7 @@ def check(config: AccuracyConfig) -> None:
     if config.network not in NETWORKS:
         raise UserError(f"unknown network {config.network!r}; allowed: {', '.join(NETWORKS)}")
     spec = NETWORKS[config.network]
-    if config.dataset != labelled.DIGITS and config.dataset in labelled.LABELLED and config.dataset not in spec.datasets:
+    if config.dataset in DATASETS and config.dataset not in spec.datasets:
         raise UserError(f"network {config.network} is not defined for {config.dataset}; allowed: digits, "
                         f"{', '.join(spec.datasets)}")
     if not 1 <= config.depth <= len(spec.layers):
