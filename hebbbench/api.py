@@ -383,3 +383,13 @@ def scale(config, *, out: str | Path | None = None, argv: list[str] | None = Non
     if not config.world_sizes:
         config = scale_mod.with_default_world_sizes(config)
     return scale_mod.run_local(config, out, argv=argv or sys.argv, progress=say)
+
+
+# -- accuracy against label fraction (hebbbench accuracy) -----------------------------------------
+def accuracy(config, *, out: str | Path | None = None, argv: list[str] | None = None, progress=None) -> Path:
+    """Run ``hebbbench accuracy`` (a :class:`hebbbench.suites.accuracy.AccuracyConfig`); returns the set's folder."""
+    import sys
+
+    from hebbbench.suites import accuracy as accuracy_mod
+
+    return accuracy_mod.run(config, out, argv=argv or sys.argv, progress=progress)

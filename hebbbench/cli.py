@@ -238,6 +238,91 @@ def scale(
 
 
 @app.command()
+def accuracy(
+    dataset: Annotated[str, typer.Option(help="digits (scikit-learn's bundled 8x8 digits, no download), or "
+                                              "cifar10, cifar100, tinyimagenet, imagenet under --data-root.")]
+    = "digits",
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Real datasets here (never "
+                                                                          "downloaded).")] = None,
+    max_images: Annotated[Optional[int], typer.Option("--max-images", help="A stratified subset of a "
+                                                                           "--data-root set.")] = None,
+    network: Annotated[str, typer.Option(help="6layer, 10layer, vgg11, vgg16.")] = "6layer",
+    width: Annotated[float, typer.Option(help="Every Hebbian layer's channels times this.")] = 0.125,
+    depth: Annotated[int, typer.Option(help="Train the first DEPTH Hebbian layers; the classifier reads the "
+                                            "last.")] = 2,
+    rules: Annotated[str, typer.Option(help="Rules, comma separated.")] = "swta,hpca",
+    impls: Annotated[str, typer.Option(help="Implementations trained on every seed, comma separated.")] = "fh,naive",
+    finetune_impls: Annotated[str, typer.Option("--finetune-impls", help="Implementations whose Hebbian "
+                                                "weights are also fine-tuned by backprop.")] = "fh",
+    parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Run the parity gate (every "
+                                         "implementation against fh, first seed).")] = True,
+    parity_impls: Annotated[Str, typer.Option("--parity-impls", help="Implementations the parity gate trains "
+                                              "(default: every one registered for the rule that runs on the "
+                                              "device, but loop).")] = None,
+    fractions: Annotated[str, typer.Option(help="Label fractions in (0, 1], comma separated.")] = "0.02,0.05,0.2,1",
+    seeds: Annotated[str, typer.Option(help="Seeds, comma separated.")] = "0,1,2",
+    epochs: Annotated[int, typer.Option(help="Hebbian epochs.")] = 1,
+    hebbian_images: Annotated[Optional[int], typer.Option("--hebbian-images", help="Images per Hebbian epoch "
+                                                          "(0: the whole training split).")] = 512,
+    batch: Annotated[int, typer.Option(help="Hebbian mini-batch.")] = 64,
+    lr: Annotated[float, typer.Option(help="Hebbian learning rate (HPCA: over mean |x|^2 of each layer's "
+                                           "input).")] = 0.5,
+    probe_steps: Annotated[int, typer.Option("--probe-steps", help="SGD steps of the classifier.")] = 100,
+    backprop_steps: Annotated[int, typer.Option("--backprop-steps", help="SGD steps of backprop (baseline and "
+                                                "fine-tuning).")] = 40,
+    probe_every: Annotated[int, typer.Option("--probe-every", help="Hebbian steps between the accuracy "
+                                             "curve's points.")] = 4,
+    curve_fraction: Annotated[float, typer.Option("--curve-fraction", help="Label fraction of the time-to-"
+                                                  "accuracy curve.")] = 0.2,
+    target: Annotated[float, typer.Option(help="Accuracy whose time is reported (time to accuracy).")] = 0.9,
+    test_fraction: Annotated[float, typer.Option("--test-fraction", help="Held-out share of each class.")]
+    = 1 / 3,
+    split_seed: Annotated[int, typer.Option("--split-seed", help="Seed of the held-out split.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    threads: Annotated[int, typer.Option(help="CPU threads (0: torch's default).")] = 1,
+    out: Annotated[Optional[Path], typer.Option(help="Result folder (default ./results/accuracy-...).")] = None,
+    report: Annotated[bool, typer.Option("--report/--no-report",
+                                         help="Write the report into ./reports/<run-id>/.")] = True,
+) -> None:
+    """Speed that still learns: accuracy against label fraction per rule, implementation and baseline.
+
+    Hebbian training without labels, then a classifier (and backprop fine-tuning) on a fraction of
+    the labels, beside backprop alone and random features; the parity gate holds every
+    implementation to fh's weights and accuracy. Results go to ./results/accuracy-<device>-<time>/.
+    """
+    from hebbbench import api
+    from hebbbench.suites import accuracy as accuracy_mod
+
+    try:
+        fraction_values = tuple(float(f) for f in split(fractions))
+    except ValueError:
+        raise UserError(f"--fractions must be numbers in (0, 1] separated by commas, got {fractions!r}") from None
+    config = accuracy_mod.AccuracyConfig(
+        dataset=dataset, data_root=None if data_root is None else str(data_root), max_images=max_images,
+        network=network, width=width, depth=depth, rules=tuple(split(rules)), impls=tuple(split(impls)),
+        finetune_impls=tuple(split(finetune_impls)), parity=parity,
+        parity_impls=None if parity_impls is None else tuple(split(parity_impls)), fractions=fraction_values,
+        seeds=tuple(_seeds(seeds)), epochs=epochs, hebbian_images=hebbian_images or None, batch=batch, lr=lr,
+        probe_steps=probe_steps, backprop_steps=backprop_steps, probe_every=probe_every,
+        curve_fraction=curve_fraction, target=target, test_fraction=test_fraction, split_seed=split_seed,
+        device=device, threads=threads or None)
+    path = api.accuracy(config, out=out, argv=sys.argv,
+                        progress=lambda text: err_console.print(text, markup=False, highlight=False))
+    out_console.print(f"results in {path}")
+    if report:
+        say_report([path])
+
+
+def _seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; seeds are integers >= 0."""
+    try:
+        values = [int(t) for t in split(text)]
+    except ValueError:
+        raise UserError(f"--seeds must be integers >= 0 separated by commas, got {text!r}") from None
+    return values
+
+
+@app.command()
 def profile(
     rule: Annotated[str, typer.Option(help="Rule, e.g. hpca, with options if any: swta:temperature=0.05.")],
     layer: Annotated[str, typer.Option(help="conv:C_in,C_out,kernel,input[,stride,padding], linear:D,M, or a "

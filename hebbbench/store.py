@@ -14,7 +14,7 @@ The rows of a case are appended in one write and flushed (then fsync'ed) as the 
 finishes, its samples first; a run killed at any point leaves every file readable, and a
 line cut short by the kill is dropped when the set is read or resumed.
 
-Every command writes one of three **kinds** of result set, named in ``env.json``
+Every command writes one of four **kinds** of result set, named in ``env.json``
 (``kind``) beside one ``schema_version``:
 
 ==========  ======================  =========================================================
@@ -23,6 +23,7 @@ kind        written by              files besides env.json
 grid        ``hebbbench run``       results.csv, samples.jsonl (this module's :class:`ResultSet`)
 network     ``hebbbench reproduce`` steps.csv, layers.csv, samples.csv, claims.csv (:class:`NetworkSet`)
 scale       ``hebbbench scale``     results.csv, samples.jsonl
+accuracy    ``hebbbench accuracy``  results.csv, curve.csv, parity.csv (``hebbbench.suites.accuracy``)
 ==========  ======================  =========================================================
 
 :func:`open_set` reads env.json once and says which kind a folder holds; every command
@@ -31,8 +32,9 @@ it does not take in one line (:func:`require`). :func:`write_env` is the one wri
 env.json, for every kind. Grid and network sets are appended per case and resumed by the
 command that wrote them (``run --resume``, ``reproduce --resume``); a scale set is not
 resumable (its world sizes are compared with the weights' change at world size 1, measured
-in the same run), so ``--resume`` of it is refused in one line. Sets written before the kind
-was recorded read as ``grid`` (no ``kind``) and ``network`` (``kind = "reproduce"``).
+in the same run), so ``--resume`` of it is refused in one line; nor is an accuracy set (one run
+trains and evaluates it whole). Sets written before the kind was recorded read as ``grid`` (no
+``kind``) and ``network`` (``kind = "reproduce"``).
 """
 
 from __future__ import annotations
@@ -64,10 +66,12 @@ class Kind(StrEnum):
     GRID = "grid"  # hebbbench run: layer × batch × dtype × device cases
     NETWORK = "network"  # hebbbench reproduce: Hebbian training of the paper's networks
     SCALE = "scale"  # hebbbench scale: data-parallel training at several world sizes
+    ACCURACY = "accuracy"  # hebbbench accuracy: accuracy against label fraction, and the parity gate
 
 
 #: what each kind is, in the words of a refusal.
-KIND_WRITER = {Kind.GRID: "hebbbench run", Kind.NETWORK: "hebbbench reproduce", Kind.SCALE: "hebbbench scale"}
+KIND_WRITER = {Kind.GRID: "hebbbench run", Kind.NETWORK: "hebbbench reproduce", Kind.SCALE: "hebbbench scale",
+               Kind.ACCURACY: "hebbbench accuracy"}
 #: kind names of sets written before the kind was recorded under these names.
 LEGACY_KINDS = {None: Kind.GRID, "reproduce": Kind.NETWORK}
 

@@ -110,7 +110,7 @@ class CifarPickles(Dataset):
         if missing:
             raise UserError(f"{info.title} under {root} is incomplete: missing {', '.join(map(str, missing))} "
                             "(torchvision format); hebbbench never downloads")
-        arrays = []
+        arrays, labels = [], []
         for name in info.files:
             path = folder / name
             try:
@@ -118,10 +118,12 @@ class CifarPickles(Dataset):
                     entry = _CifarUnpickler(f, encoding="latin1").load()  # never runs code from the file
                 data = np.asarray(entry["data"], dtype=np.uint8)
                 arrays.append(data.reshape(-1, 3, 32, 32))  # (n, 3, 32, 32)
+                labels.append(np.asarray(entry.get("labels", entry.get("fine_labels", [])), dtype=np.int64))
             except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError) as err:
                 raise UserError(f"{info.title} under {root} is malformed: {path} is not a CIFAR batch "
                                 f"(a pickled dict with 'data' of n x 3072 bytes): {type(err).__name__}: {err}") from err
         self.data = np.concatenate(arrays)  # (n, 3, 32, 32) uint8
+        self.labels = np.concatenate(labels)  # (n,) each image's class (CIFAR-100: fine label), for accuracy
         self.image_size = image_size
 
     def __len__(self) -> int:

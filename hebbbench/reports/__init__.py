@@ -119,7 +119,7 @@ class Written:
 
 def write(run_dirs: list[str | Path] | str | Path, out: str | Path | None = None) -> Written:
     """The report of result sets, whatever their kind (read once from each env.json): grid sets
-    (``hebbbench run``) merged into one; a network or a scale set alone."""
+    (``hebbbench run``) merged into one; a network, scale or accuracy set alone."""
     from hebbbench import store
 
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
@@ -128,6 +128,11 @@ def write(run_dirs: list[str | Path] | str | Path, out: str | Path | None = None
     if alone and len(run_dirs) > 1:
         raise UserError(f"{alone[0]} is a {kinds[alone[0]]} result set: its report is built from it alone "
                         "(only grid sets of hebbbench run merge); give it on its own")
+    if alone and kinds[alone[0]] == store.Kind.ACCURACY:
+        from hebbbench.reports.accuracy import write_report as write_accuracy
+
+        made = write_accuracy(alone[0], out=out)
+        return Written(made.path, [p.name for p in (made.markdown, made.html, made.png) if p])
     if alone and kinds[alone[0]] == store.Kind.SCALE:
         from hebbbench.reports.scale import write_report
 
