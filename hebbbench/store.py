@@ -440,13 +440,6 @@ class ResultSet:
         lines = _complete_lines(self.path / RESULTS)
         if not lines:
             lines = [",".join(COLUMNS) + "\n"]
-        elif lines[0] != ",".join(COLUMNS) + "\n":  # written before some columns existed: the header of now
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows({**{k: _cell(v) for k, v in LATER_COLUMNS.items()}, **row}
-                             for row in csv.DictReader(io.StringIO("".join(lines))))
-            lines = buf.getvalue().splitlines(keepends=True)
         partial: list[str] = []
         if labels and len(lines) > 1:
             rows = list(csv.DictReader(io.StringIO("".join(lines))))  # one row per line: no field holds a newline
@@ -490,11 +483,18 @@ class ResultSet:
         text = "".join(json.dumps({"case_id": case_id, "label": label, **record}) + "\n"
                        for label, record in samples.items())
         self._append(SAMPLES, text)
+        # a set written before some columns existed keeps its header: a resumed run appends its columns
+        columns = self._header() or COLUMNS
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="raise", lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
         for row in rows:
-            writer.writerow({k: _cell(row.get(k)) for k in COLUMNS})
+            writer.writerow({k: _cell(row.get(k)) for k in columns})
         self._append(RESULTS, buf.getvalue())
+
+    def _header(self) -> list[str]:
+        """The columns of results.csv's header (none before it is written)."""
+        lines = _complete_lines(self.path / RESULTS)[:1]
+        return lines[0].rstrip("\n").split(",") if lines else []
 
     def _append(self, name: str, text: str) -> None:
         if not text:

@@ -17,7 +17,7 @@ from hebbbench.rules import fp32_precision
 from hebbbench.measure.ceilings import Ceilings
 from hebbbench.measure.timing import MIN_AHEAD_S, Clock, Timing, TimingPolicy, ahead_seconds, time_interleaved
 from hebbbench.measure.variants import Prepared, run_variants
-from hebbbench.reports.render import fp32_text
+from hebbbench.reports.render import fp32_row
 from hebbbench.runner import Settings, worker_threads
 
 TINY = Path(__file__).parent / "data" / "tiny.toml"
@@ -81,8 +81,8 @@ def test_a_run_records_the_precision_of_every_row_and_the_flags_it_found(tmp_pat
     assert set(env["env"]["fp32_precision_found"]) == set(fp32_precision.LIBRARIES)
     ceilings = env["ceilings"]["cpu/float32"]
     assert set(ceilings["matmul_flop_per_s_by_precision"]) == {"ieee", "tf32", "bf16"}
-    assert fp32_text(env["env"]).startswith("set per implementation")
-    assert "not recorded" in fp32_text({"float32_matmul_precision": "highest"})  # a set from before
+    assert fp32_row(env["env"])[1].startswith("set per implementation")
+    assert fp32_row({"float32_matmul_precision": "highest"}) == ["float32 matmul precision", "highest"]  # from before
 
 
 def test_a_row_is_held_to_the_ceiling_of_its_own_precision():

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import hebbbench
-from conftest import CRASH, POISON, Crash, Poison
+from conftest import CRASH, POISON, Crash, Poison, run_cli
 from hebbbench import rules
 from hebbbench.errors import UserError
 from hebbbench.measure import conditions
@@ -74,15 +74,15 @@ def test_the_workers_run_with_the_allocator_policy_and_record_it(two_processes, 
     assert "MALLOC_MMAP_THRESHOLD_" not in env["conditions"]["processes"][0]["allocator_info"]["settings"]
 
 
-def test_an_unknown_allocator_is_refused_in_one_line(tmp_path):
-    result = subprocess.run([*CLI, "run", "--config", str(TINY), "--allocator", "jemalloc", "--out",
-                             str(tmp_path / "x")], capture_output=True, text=True)
-    assert result.returncode == 2 and "allocator must be one of pinned, system" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "x").exists()
+def test_an_unknown_allocator_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "run", "--config", TINY, "--allocator", "jemalloc", "--out",
+                             tmp_path / "x")
+    assert code == 2 and "allocator must be one of pinned, system" in err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()
     for bad in ("0", "-1", "101"):
-        result = subprocess.run([*CLI, "run", "--config", str(TINY), "--processes", bad, "--out",
-                                 str(tmp_path / "y")], capture_output=True, text=True)
-        assert result.returncode == 2 and "processes must be an integer from 1 to 100" in result.stderr
+        code, out, err = run_cli(monkeypatch, capsys, "run", "--config", TINY, "--processes", bad, "--out",
+                                 tmp_path / "y")
+        assert code == 2 and "processes must be an integer from 1 to 100" in err
 
 
 def test_each_process_measures_the_cases_in_its_own_order():

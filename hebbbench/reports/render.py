@@ -69,15 +69,15 @@ class Document:
 
 
 # -- formatting ---------------------------------------------------------------------------
-def fp32_text(env: dict) -> str:
-    """How float32 products and convolutions were computed: set per implementation by hebbbench, or
-    (older sets) the one process-wide matmul setting recorded."""
+def fp32_row(env: dict) -> list[str]:
+    """The environment table's row on float32 precision: set per implementation by hebbbench, or
+    (sets from before) the one process-wide matmul setting recorded, as it was reported then."""
     found = env.get("fp32_precision_found")
     if found is None:
-        return f"matmul {env.get('float32_matmul_precision', '?')}; convolutions not recorded (cuDNN's default: TF32)"
+        return ["float32 matmul precision", str(env.get("float32_matmul_precision", "?"))]
     flags = ", ".join(f"{k} {v}" for k, v in found.items()) or "none"
-    return ("set per implementation: IEEE float32 products and convolutions unless its name says otherwise "
-            f"(column `precision`); found before the run: {flags}")
+    return ["float32 precision", "set per implementation: IEEE float32 products and convolutions unless its name "
+                                 f"says otherwise (column `precision`); found before the run: {flags}"]
 
 
 def times(value: float) -> str:
@@ -284,7 +284,7 @@ def environment_blocks(data: Data, argv_for_report: list[str]) -> list[Any]:
                     f"({env.get('cpu_affinity', '?')} usable by the process)"],
             ["threads", f"torch {env.get('torch_threads', '?')} intra-op, {env.get('torch_interop_threads', '?')} "
                         f"inter-op (--threads {settings.get('threads') or 'not given'}); variables: {thread_vars}"],
-            ["float32 precision", fp32_text(env)],
+            fp32_row(env),
             ["platform", f"{env.get('platform', '?')} (host {env.get('hostname', '?')})"],
             ["seed", str(env.get("seed", "?"))],
             ["timing policy", ", ".join(f"{k}={v}" for k, v in source.env.get("grid", {}).get("timing", {}).items())
