@@ -118,9 +118,8 @@ class Clock:
       dispatch. So a spinning kernel (``torch.cuda._sleep``) is queued first, long enough for the
       host to queue the whole call behind it (:func:`ahead_seconds` of the dispatch time last
       seen); the start event then runs when the device reaches the call, and the interval is
-      the device's own work (as triton's ``do_bench`` queues calls behind its cache flush).
-      ``dispatch_bound`` counts samples whose dispatch outlasted the spin (their interval may
-      contain host gaps; the next spin is longer).
+      the device's own work (as triton's ``do_bench`` queues calls behind its cache flush). A
+      dispatch that outlasts its spin leaves host gaps in that sample; the next spin is longer.
     - CUDA, latency (:meth:`latency`): wall time from launching the call on an idle device to
       its end (``perf_counter`` around the call and a synchronize): what a caller waits,
       dispatch included.
@@ -132,7 +131,6 @@ class Clock:
         self.queue = queue or (CudaQueue(self.device) if self.cuda else None)
         self._cycles_per_s: float | None = None
         self.dispatch_s = 0.0  # the host's dispatch time of the last call
-        self.dispatch_bound = 0
 
     def sync(self) -> None:
         if self.queue is not None:
@@ -159,7 +157,6 @@ class Clock:
             out = fn()  # kept until the clock is read: freeing it is not the call's time
             end.record()
             self.dispatch_s = time.perf_counter() - t0
-            self.dispatch_bound += self.dispatch_s > ahead
             end.synchronize()
             del out
             return start.elapsed_time(end) / 1e3

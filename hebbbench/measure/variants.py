@@ -101,42 +101,37 @@ def check(prepare: Callable[[], Prepared], device: str, reference: Tensor | None
     """Step 1 for one variant: its outcome, and its closures when it may be timed."""
     out = Outcome(tolerance=tolerance)
     with fp32_precision.restored():
-        return _check(prepare, device, reference, out, max_first_call_s, against)
-
-
-def _check(prepare: Callable[[], Prepared], device: str, reference: Tensor | None, out: Outcome,
-           max_first_call_s: float, against: str) -> tuple[Outcome, Prepared | None]:
-    try:
-        prepared = prepare()
-        fp32_precision.apply(prepared.fp32)
-        reset = prepared.reset or (lambda: None)
-        if prepared.compile is not None:  # compilation outside timing, reported on its own
+        try:
+            prepared = prepare()
+            fp32_precision.apply(prepared.fp32)
+            reset = prepared.reset or (lambda: None)
+            if prepared.compile is not None:  # compilation outside timing, reported on its own
+                reset()
+                out.compile_s = prepared.compile()
             reset()
-            out.compile_s = prepared.compile()
-        reset()
-        _, peak, out.first_call_s = devices.measure_peak(prepared.call, device)
-        held = prepared.held() if prepared.held is not None else 0
-        reset()
-        out.peak_bytes = math.nan if peak is None else float(peak + held)
-        if reference is not None and prepared.delta is not None:
-            dw = prepared.delta()
-            out.error = relative_error(dw, reference)
-            del dw
-            if not out.error <= out.tolerance:
-                out.status, out.reason = Status.WRONG, (f"relative error {out.error:.2e} against {against} "
-                                                        f"exceeds the tolerance {out.tolerance:.0e}")
+            _, peak, out.first_call_s = devices.measure_peak(prepared.call, device)
+            held = prepared.held() if prepared.held is not None else 0
+            reset()
+            out.peak_bytes = math.nan if peak is None else float(peak + held)
+            if reference is not None and prepared.delta is not None:
+                dw = prepared.delta()
+                out.error = relative_error(dw, reference)
+                del dw
+                if not out.error <= out.tolerance:
+                    out.status, out.reason = Status.WRONG, (f"relative error {out.error:.2e} against {against} "
+                                                            f"exceeds the tolerance {out.tolerance:.0e}")
+                    return out, None
+            if out.first_call_s > max_first_call_s:
+                out.status, out.reason = Status.OVER_BUDGET, (f"its first call took {out.first_call_s:.3g} s > "
+                                                              f"budget {max_first_call_s:.3g} s")
                 return out, None
-        if out.first_call_s > max_first_call_s:
-            out.status, out.reason = Status.OVER_BUDGET, (f"its first call took {out.first_call_s:.3g} s > "
-                                                          f"budget {max_first_call_s:.3g} s")
-            return out, None
-        return out, prepared
-    except rules.Unavailable as exc:  # cannot run here: said, never faked
-        out.status, out.reason = Status.SKIPPED, one_line(exc)
-    except Exception as exc:  # noqa: BLE001 - a variant's failure is a row, not a crash
-        out.status, out.reason = _failed(exc), one_line(exc)
-        devices.release(device, collect=True)
-    return out, None
+            return out, prepared
+        except rules.Unavailable as exc:  # cannot run here: said, never faked
+            out.status, out.reason = Status.SKIPPED, one_line(exc)
+        except Exception as exc:  # noqa: BLE001 - a variant's failure is a row, not a crash
+            out.status, out.reason = _failed(exc), one_line(exc)
+            devices.release(device, collect=True)
+        return out, None
 
 
 def time_checked(timed: Mapping[str, Prepared], outcomes: dict[str, Outcome], device: str, policy: TimingPolicy,
@@ -216,29 +211,24 @@ def time_together(prepared: Prepared, group: Group, samples: int, warmup_s: floa
     sample, and how many warm-up calls ran. ``start`` runs after the barrier, just before the clock
     (e.g. zeroing communication counters); ``after`` reads what else a sample measured."""
     with fp32_precision.fp32(prepared.fp32):
-        return _time_together(prepared, group, samples, warmup_s, start, after)
-
-
-def _time_together(prepared: Prepared, group: Group, samples: int, warmup_s: float,
-                   start: Callable[[], object], after: Callable[[], list[float]]) -> tuple[list[list[float]], int]:
-    reset = prepared.reset or (lambda: None)
-    t0, warmup = time.perf_counter(), 0
-    while True:  # warm-up by time: every rank calls until all agree it is over (at least once)
-        reset()
-        prepared.call()
-        warmup += 1
-        if group.all_agree(time.perf_counter() - t0 >= warmup_s):
-            break
-    out = []
-    for _ in range(samples):
-        reset()  # every sample from the same state
-        group.barrier()  # start together, the device idle; not timed
-        start()
-        t = time.perf_counter()
-        prepared.call()
-        group.sync()
-        out.append([time.perf_counter() - t, *after()])
-    return out, warmup
+        reset = prepared.reset or (lambda: None)
+        t0, warmup = time.perf_counter(), 0
+        while True:  # warm-up by time: every rank calls until all agree it is over (at least once)
+            reset()
+            prepared.call()
+            warmup += 1
+            if group.all_agree(time.perf_counter() - t0 >= warmup_s):
+                break
+        out = []
+        for _ in range(samples):
+            reset()  # every sample from the same state
+            group.barrier()  # start together, the device idle; not timed
+            start()
+            t = time.perf_counter()
+            prepared.call()
+            group.sync()
+            out.append([time.perf_counter() - t, *after()])
+        return out, warmup
 
 
 @dataclass

@@ -79,6 +79,7 @@ from hebbbench.nn import labelled
 from hebbbench.nn.data import DATASETS
 from hebbbench.nn.networks import NETWORKS, HebbianNetwork, NetworkSpec, layer_shapes, scale_spec, split_options
 from hebbbench.nn.training import layer_inputs, load_weights, weights
+from hebbbench.rules import fp32_precision
 from hebbbench.rules.specs import parse_spec
 from hebbbench.suites.netcase import variant_label
 
@@ -365,13 +366,15 @@ class Trainer:
                                "fraction": at, "accuracy": accuracy})
 
         check(0)
+        mode = fp32_precision.mode_of(type(next(iter(net.hebbian_layers.values())).rule))
         for step, index in enumerate(batches, 1):
             images = self.train.images[index]  # (B,3,S,S)
-            sync(config.device)
-            t0 = time.perf_counter()
-            net.hebbian_step(images)
-            sync(config.device)
-            seconds += time.perf_counter() - t0
+            with fp32_precision.fp32(mode):  # the implementation's precision; the probe's stays IEEE
+                sync(config.device)
+                t0 = time.perf_counter()
+                net.hebbian_step(images)
+                sync(config.device)
+                seconds += time.perf_counter() - t0
             if step % config.probe_every == 0 or step == len(batches):
                 check(step)
         state = weights(net)
@@ -486,7 +489,10 @@ def _run(config: AccuracyConfig, data: labelled.Labelled, split: labelled.Split,
         "sgd": {"probe_lr": PROBE_LR, "backprop_lr": BACKPROP_LR, "momentum": MOMENTUM, "batch": SGD_BATCH,
                 "eval_chunk": EVAL_CHUNK}}, argv if argv is not None else sys.argv)
     try:
-        _measure(config, Trainer(config, split), result_set, say)
+        # as every command that measures: subnormals flushed, float32 products and convolutions in IEEE
+        # precision (a Hebbian phase in its implementation's own: Trainer.hebbian)
+        with conditions.flushed_subnormals(), fp32_precision.fp32("ieee"):
+            _measure(config, Trainer(config, split), result_set, say)
     except BaseException:
         result_set.finish("interrupted")
         raise
